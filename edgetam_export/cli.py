@@ -1,0 +1,174 @@
+"""`edgetam-export`: a thin Typer layer over the Python API (every command is a few lines over it)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgetam_export.errors import EdgeTamExportError
+
+app = typer.Typer(
+    name="edgetam-export",
+    help="Export EdgeTAM to ExecuTorch, Core ML and ONNX bundles, verify them against transformers, run them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="Weights: 'random', a Hugging Face model folder, an original edgetam.pt, or a hub id "
+        "(yonigozlan/edgetam-1).",
+    ),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed for --model random.")]
+SizeOption = Annotated[
+    str, typer.Option("--size", help="Architecture for --model random or a checkpoint: 'full' (EdgeTAM) or 'tiny'.")
+]
+DataOption = Annotated[
+    Optional[Path],
+    typer.Option("--data", help="Folder with images/ and videos/bedroom/ for parity inputs (default: ../shared/data)."),
+]
+
+
+def _say(message: str) -> None:
+    typer.echo(f"  {message}", err=True)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write (replaced atomically).")] = Path(
+        "models/edgetam"
+    ),
+    recipe: Annotated[str, typer.Option("--recipe", help="Recipe name (see 'recipes') or a .toml file.")] = (
+        "executorch-xnnpack-fp32"
+    ),
+    model: ModelOption = "random",
+    seed: SeedOption = 0,
+    size: SizeOption = "full",
+    max_objects: Annotated[Optional[int], typer.Option("--max-objects", help="Override the recipe.")] = None,
+    point_slots: Annotated[Optional[int], typer.Option("--point-slots", help="Override the recipe.")] = None,
+    memory_slots: Annotated[Optional[int], typer.Option("--memory-slots", help="Override the recipe.")] = None,
+    data: DataOption = None,
+) -> None:
+    """Export the four EdgeTAM stages under a recipe into a verified bundle."""
+    from edgetam_export.export import export_bundle
+    from edgetam_export.recipes import load_recipe
+    from edgetam_export.reference import load_reference
+
+    chosen = load_recipe(recipe).with_shapes(
+        max_objects=max_objects, point_slots=point_slots, memory_slots=memory_slots
+    )
+    typer.echo(f"loading reference '{model}'", err=True)
+    reference = load_reference(model, seed=seed, size=size)
+    typer.echo(f"exporting with recipe '{chosen.name}' to {out}", err=True)
+    bundle = export_bundle(reference, chosen, out, data_dir=data, progress=_say)
+    worst = min(s["min_psnr_db"] for s in bundle.manifest["parity"]["summary"].values())
+    typer.echo(f"wrote {bundle.path} ({len(bundle.stage_names)} stages, parity passed, worst PSNR {worst} dB)")
+
+
+@app.command()
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the parity report JSON here.")] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Reference weights (default: the source in the manifest).")
+    ] = None,
+    seed: SeedOption = 0,
+    size: SizeOption = "full",
+    data: DataOption = None,
+) -> None:
+    """Compare every stage of a bundle with the PyTorch reference; exit 1 on any failure."""
+    from edgetam_export.export import verify_bundle
+    from edgetam_export.reference import load_reference
+
+    reference = load_reference(model, seed=seed, size=size) if model else None
+    result = verify_bundle(bundle, reference, data_dir=data)
+    typer.echo(result.table())
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    if report:
+        result.write(report)
+        typer.echo(f"report written to {report}")
+    if not result.passed:
+        typer.echo(f"FAILED: {len(result.failures)} outputs below the recipe's thresholds", err=True)
+        for failure in result.failures:
+            typer.echo(f"  {failure}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"passed: {len(result.results)} outputs at or above {result.thresholds.min_psnr_db} dB PSNR")
+
+
+@app.command()
+def info(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
+    """Show a bundle's model, recipe, stages (inputs, outputs, sizes) and parity."""
+    from edgetam_export.bundle import read_bundle
+
+    opened = read_bundle(bundle)
+    manifest = opened.manifest
+    recipe = manifest["recipe"]
+    typer.echo(f"bundle   {opened.path}  (format {manifest['format_version']}, created {manifest['created']})")
+    typer.echo(f"model    {manifest['model']['source']} size={manifest['model']['size']} "
+               f"weights={manifest['model']['weights_sha256'][:12]}")
+    typer.echo(f"recipe   {recipe['name']}: {recipe['backend']} {recipe.get('delegate') or ''} {recipe['precision']}")
+    for name in opened.stage_names:
+        record = manifest["stages"][name]
+        spec = opened.spec(name)
+        typer.echo(f"stage    {name}: {record['artifact']} {record['size_bytes'] / 1e6:.1f} MB "
+                   f"sha256={record['sha256'][:12]}")
+        for tensor in spec.inputs:
+            typer.echo(f"    in   {tensor.name:<22} {tensor.dtype:<8} {list(tensor.shape)}")
+        for tensor in spec.outputs:
+            typer.echo(f"    out  {tensor.name:<22} {tensor.dtype:<8} {list(tensor.shape)}")
+    parity = manifest.get("parity")
+    if parity:
+        typer.echo(f"parity   {'passed' if parity['passed'] else 'FAILED'} ({parity['runtime']})")
+        for stage, entry in parity["summary"].items():
+            typer.echo(f"    {stage:<18} min PSNR {entry['min_psnr_db']} dB, max-abs {entry['max_abs']}")
+
+
+@app.command()
+def recipes() -> None:
+    """List the shipped export recipes."""
+    from edgetam_export.recipes import available_recipes, load_recipe
+
+    for name in available_recipes():
+        recipe = load_recipe(name)
+        typer.echo(f"{name:<28} {recipe.description}")
+
+
+@app.command("stages")
+def stages_command(
+    recipe: Annotated[str, typer.Option("--recipe", help="Recipe whose capacities to show.")] = (
+        "executorch-xnnpack-fp32"
+    ),
+    size: SizeOption = "full",
+) -> None:
+    """Print the stage contracts (names, shapes, dtypes, meanings) as JSON."""
+    from transformers import EdgeTamVideoModel
+
+    from edgetam_export.recipes import load_recipe
+    from edgetam_export.reference import build_video_config
+    from edgetam_export.stages import STAGES
+
+    with __import__("torch").device("meta"):
+        model = EdgeTamVideoModel(build_video_config(size))
+    shapes = load_recipe(recipe).stage_shapes(model)
+    typer.echo(json.dumps({name: stage.spec(shapes).to_json() for name, stage in STAGES.items()}, indent=2))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
+    try:
+        app()
+    except EdgeTamExportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,173 @@
+"""Export and verify bundles: reference -> stages -> torch.export -> backend -> bundle folder -> parity.
+
+`export_bundle` and `verify_bundle` are the Python API under the CLI commands of the same names.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from torch.export import Dim, ExportedProgram
+
+from edgetam_export.backends import get_backend
+from edgetam_export.bundle import FORMAT_VERSION, Bundle, read_bundle, sha256_of, size_of, staging_directory, write_manifest
+from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.parity import ParityReport, compare_output
+from edgetam_export.recipes import ParityThresholds, Recipe, recipe_from_dict
+from edgetam_export.reference import Reference, load_reference
+from edgetam_export.samples import build_cases, default_data_dir
+from edgetam_export.stages import OBJECTS, STAGES, StageShapes, StageSpec
+
+Progress = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    """Default progress sink: say nothing."""
+
+
+def export_program(module: torch.nn.Module, spec: StageSpec) -> ExportedProgram:
+    """torch.export a stage wrapper; the objects axis becomes a dynamic dimension bounded by the recipe."""
+    dynamic = None
+    if spec.has_objects_axis() and spec.max_objects > 1:
+        objects = Dim("objects", min=1, max=spec.max_objects)
+        dynamic = tuple({t.shape.index(OBJECTS): objects} if t.has_objects_axis() else None for t in spec.inputs)
+    example = spec.example_inputs(num_objects=min(2, spec.max_objects))
+    with torch.no_grad():
+        return torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
+
+
+def tool_versions() -> dict[str, str]:
+    packages = ("torch", "transformers", "executorch", "coremltools", "onnx", "onnxruntime", "numpy")
+    found = {name: version(name) for name in packages}
+    return found | {"edgetam-export": version("edgetam-export"), "python": platform.python_version()}
+
+
+def export_bundle(
+    reference: Reference,
+    recipe: Recipe,
+    out: Path,
+    *,
+    data_dir: Path | None = None,
+    progress: Progress = _quiet,
+) -> Bundle:
+    """Export every stage under a recipe into a verified bundle at `out`, atomically.
+
+    The bundle is checked against the reference before it is moved into place: if parity fails,
+    nothing is written at `out` and the error lists the failing outputs.
+    """
+    backend = get_backend(recipe.backend)
+    model = reference.video_model
+    shapes = recipe.stage_shapes(model)
+    with staging_directory(out) as staging:
+        stages = {}
+        for name, stage in STAGES.items():
+            spec = stage.spec(shapes)
+            progress(f"{name}: torch.export")
+            started = time.perf_counter()
+            program = export_program(stage.build(model, shapes), spec)
+            exported = time.perf_counter()
+            progress(f"{name}: lowering to {recipe.backend}")
+            artifact = staging / f"{name}{backend.suffix}"
+            facts = backend.lower(program, spec, recipe, artifact)
+            lowered = time.perf_counter()
+            stages[name] = {
+                "artifact": artifact.name,
+                "sha256": sha256_of(artifact),
+                "size_bytes": size_of(artifact),
+                "export_seconds": {"torch_export": round(exported - started, 2), "lower": round(lowered - exported, 2)},
+                "backend": facts,
+                "spec": spec.to_json(),
+            }
+            progress(f"{name}: {stages[name]['size_bytes'] / 1e6:.1f} MB in {lowered - started:.1f} s")
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": reference.describe(),
+            "recipe": recipe.to_json(),
+            "shapes": shapes.to_json(),
+            "stages": stages,
+            "tools": tool_versions() | backend.versions(),
+            "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        }
+        write_manifest(staging, manifest)
+        progress("checking parity against the reference")
+        report = verify_bundle(staging, reference, data_dir=data_dir)
+        if not report.passed:
+            raise EdgeTamExportError(
+                f"exported stages fail parity ({len(report.failures)} outputs, first: {report.failures[0]}); "
+                "no bundle written"
+            )
+        manifest["parity"] = {
+            "passed": report.passed,
+            "runtime": report.runtime,
+            "thresholds": report.to_json()["thresholds"],
+            "summary": report.to_json()["summary"],
+        }
+        write_manifest(staging, manifest)
+    return read_bundle(out)
+
+
+def reference_for_bundle(bundle: Bundle) -> Reference:
+    """Reload the weights a bundle was exported from, as recorded in its manifest."""
+    model = bundle.manifest["model"]
+    reference = load_reference(model["source"], seed=model.get("seed") or 0, size=model.get("size") or "full")
+    if reference.weights_hash() != model["weights_sha256"]:
+        raise EdgeTamExportError(
+            f"the weights at '{model['source']}' differ from those bundle '{bundle.path}' was exported from; "
+            "pass the original weights with --model"
+        )
+    return reference
+
+
+def verify_bundle(
+    path: Path | str,
+    reference: Reference | None = None,
+    *,
+    data_dir: Path | None = None,
+    stages: list[str] | None = None,
+) -> ParityReport:
+    """Run the bundle and the reference on the same realistic inputs and compare every output."""
+    bundle = read_bundle(path)
+    reference = reference or reference_for_bundle(bundle)
+    recipe = recipe_from_dict(dict(bundle.manifest["recipe"]), f"in '{bundle.path}'")
+    backend = get_backend(bundle.backend)
+    shapes = StageShapes(**bundle.manifest["shapes"])
+    data_dir = data_dir or default_data_dir()
+    report = ParityReport(
+        bundle=str(bundle.path),
+        recipe=recipe.name,
+        backend=bundle.backend,
+        runtime=runtime_description(bundle.backend),
+        thresholds=recipe.parity if isinstance(recipe.parity, ParityThresholds) else ParityThresholds(),
+    )
+    if data_dir is None:
+        report.notes.append("no sample images found: synthetic images were used (set EDGETAM_EXPORT_DATA)")
+    wanted = stages or bundle.stage_names
+    runners = {
+        name: backend.load(bundle.artifact(name), bundle.spec(name), bundle.manifest["stages"][name]) for name in wanted
+    }
+    for case in build_cases(reference, shapes, data_dir):
+        if case.stage not in runners:
+            continue
+        expected = STAGES[case.stage].upstream(reference.video_model, shapes, case.inputs)
+        got = runners[case.stage].run({k: v.numpy() for k, v in case.inputs.items()})
+        for output, value in expected.items():
+            report.results.append(
+                compare_output(case.stage, case.label, output, value.numpy(), got.get(output), report.thresholds)
+            )
+    return report
+
+
+def runtime_description(backend: str) -> str:
+    descriptions = {
+        "executorch": f"ExecuTorch {version('executorch')} Python runtime on {platform.machine()}",
+        "onnx": f"ONNX Runtime {version('onnxruntime')} (CPUExecutionProvider) on {platform.machine()}",
+    }
+    return descriptions.get(backend, backend) + f", {sys.platform}"

@@ -1,0 +1,103 @@
+"""Export recipes: declarative TOML files in `recipes/`, loaded into frozen dataclasses.
+
+A recipe says which backend lowers the stages, at which precision, with which capacities
+(point slots, objects, memory bank) and which parity thresholds the bundle must meet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import EdgeTamVideoModel
+
+from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.stages import StageShapes, stage_shapes
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass(frozen=True)
+class RecipeShapes:
+    """Capacities of the exported stages. Memory sizes default to the model's own."""
+
+    point_slots: int = 8
+    max_objects: int = 8
+    memory_slots: int | None = None
+    pointer_slots: int | None = None
+
+
+@dataclass(frozen=True)
+class ParityThresholds:
+    """A bundle passes when every output reaches both floors."""
+
+    min_psnr_db: float = 60.0
+    min_mask_iou: float = 0.99
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    backend: str
+    precision: str = "fp32"
+    delegate: str | None = None
+    opset: int | None = None
+    shapes: RecipeShapes = field(default_factory=RecipeShapes)
+    parity: ParityThresholds = field(default_factory=ParityThresholds)
+
+    def stage_shapes(self, model: EdgeTamVideoModel) -> StageShapes:
+        return stage_shapes(
+            model,
+            point_slots=self.shapes.point_slots,
+            max_objects=self.shapes.max_objects,
+            memory_slots=self.shapes.memory_slots,
+            pointer_slots=self.shapes.pointer_slots,
+        )
+
+    def with_shapes(self, **overrides: int | None) -> Recipe:
+        """A copy with some capacities overridden (CLI flags); None leaves a field as it is."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        for key, value in changes.items():
+            if value < 1:
+                raise EdgeTamExportError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+        return dataclasses.replace(self, shapes=dataclasses.replace(self.shapes, **changes))
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def available_recipes() -> dict[str, Path]:
+    """Recipe name -> TOML file, for every recipe shipped in `recipes/`."""
+    return {path.stem: path for path in sorted(RECIPES_DIR.glob("*.toml"))}
+
+
+def recipe_from_dict(data: dict, origin: str) -> Recipe:
+    """Build a Recipe from parsed TOML, naming the file and field on any mistake."""
+    try:
+        shapes = RecipeShapes(**data.pop("shapes", {}))
+        parity = ParityThresholds(**data.pop("parity", {}))
+        return Recipe(shapes=shapes, parity=parity, **data)
+    except TypeError as exc:
+        raise EdgeTamExportError(f"recipe {origin} has an unknown or missing field ({exc}); see recipes/*.toml") from None
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """Load a shipped recipe by name, or any recipe TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        recipes = available_recipes()
+        if name_or_path not in recipes:
+            raise EdgeTamExportError(
+                f"unknown recipe '{name_or_path}': choose one of {', '.join(recipes)} or pass a .toml file"
+            )
+        path = recipes[name_or_path]
+    if not path.is_file():
+        raise EdgeTamExportError(f"recipe file '{path}' does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgeTamExportError(f"recipe file '{path}' is not valid TOML ({exc})") from None
+    return recipe_from_dict(data, f"'{path}'")

@@ -1,0 +1,206 @@
+"""Realistic parity inputs for every stage, produced by running the reference on real images and frames.
+
+Random tensors say little about an exported graph: the decoder needs real prompts (clicks, boxes,
+mask prompts, empty slots), the memory stages need a bank filled the way tracking fills it. So each
+case here chains transformers' own computations (`upstream`) from real pictures.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.reference import Reference
+from edgetam_export.stages import STAGES, StageShapes
+from edgetam_export.stages.prompt_decoder import (
+    BOX_CORNER_LABELS,
+    EMPTY_SLOT_LABEL,
+    NOT_A_POINT_LABEL,
+)
+
+#: Where the sample images live: $EDGETAM_EXPORT_DATA, else ../shared/data beside the checkout.
+DATA_ENV = "EDGETAM_EXPORT_DATA"
+
+
+def default_data_dir() -> Path | None:
+    candidates = [os.environ.get(DATA_ENV), Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "images").is_dir():
+            return Path(candidate)
+    return None
+
+
+def synthetic_image(width: int = 960, height: int = 640, seed: int = 0) -> Image.Image:
+    """A deterministic picture with smooth gradients and solid shapes, when no real images are given."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([x / width, y / height, 0.5 + 0.5 * np.sin(x / 40.0) * np.cos(y / 50.0)], axis=-1)
+    for _ in range(6):
+        cx, cy, r = rng.integers(0, width), rng.integers(0, height), rng.integers(40, 160)
+        image[(x - cx) ** 2 + (y - cy) ** 2 < r**2] = rng.random(3)
+    return Image.fromarray((image * 255).astype(np.uint8))
+
+
+def load_images(paths: list[Path]) -> list[Image.Image]:
+    images = []
+    for path in paths:
+        try:
+            images.append(Image.open(path).convert("RGB"))
+        except (OSError, ValueError):
+            raise EdgeTamExportError(f"cannot read image '{path}': not a readable picture file") from None
+    return images
+
+
+def sample_pictures(data_dir: Path | None) -> tuple[list[Image.Image], list[Image.Image]]:
+    """(still images, consecutive video frames): the shared test data if present, else synthetic ones."""
+    if data_dir is None:
+        stills = [synthetic_image(seed=0), synthetic_image(1200, 800, seed=1)]
+        return stills, [synthetic_image(seed=10 + i) for i in range(6)]
+    stills = load_images([data_dir / "images" / "truck.jpg", data_dir / "images" / "groceries.jpg"])
+    frames = load_images(sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:6])
+    return stills, frames
+
+
+@dataclass
+class StageCase:
+    """One parity case: a stage, a label, and its inputs (torch tensors, in contract order)."""
+
+    stage: str
+    label: str
+    inputs: dict[str, torch.Tensor]
+
+
+def preprocess(reference: Reference, image: Image.Image) -> torch.Tensor:
+    return reference.processor(images=image, return_tensors="pt")["pixel_values"]
+
+
+def prompt_slots(
+    prompts: list[list[tuple[float, float, int]]], shapes: StageShapes
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack per-object (x, y, label) prompts in model pixels into the decoder's fixed slots."""
+    coords = torch.zeros(len(prompts), shapes.point_slots, 2)
+    labels = torch.full((len(prompts), shapes.point_slots), EMPTY_SLOT_LABEL, dtype=torch.int32)
+    for i, prompt in enumerate(prompts):
+        if len(prompt) > shapes.point_slots:
+            raise EdgeTamExportError(f"{len(prompt)} prompt points exceed the {shapes.point_slots} slots")
+        for j, (x, y, label) in enumerate(prompt):
+            coords[i, j] = torch.tensor([x, y])
+            labels[i, j] = label
+    return coords, labels
+
+
+def _standard_prompts(size: int) -> list[list[tuple[float, float, int]]]:
+    """Clicks, a click pair, a box, and a box with a click, scaled to the model input size."""
+    s = size / 1024.0
+    nap = (0.0, 0.0, NOT_A_POINT_LABEL)
+    tl, br = BOX_CORNER_LABELS
+    return [
+        [(500 * s, 375 * s, 1), nap],
+        [(300 * s, 400 * s, 1), (700 * s, 600 * s, 0), nap],
+        [(75 * s, 275 * s, tl), (900 * s, 850 * s, br)],
+        [(600 * s, 500 * s, 1), (400 * s, 300 * s, tl), (800 * s, 700 * s, br)],
+    ]
+
+
+def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None) -> list[StageCase]:
+    """Parity cases for all four stages from real images and a real video clip."""
+    model = reference.video_model
+    stills, frames = sample_pictures(data_dir)
+    cases: list[StageCase] = []
+
+    def run(stage: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return STAGES[stage].upstream(model, shapes, inputs)
+
+    encoded = []
+    for index, image in enumerate(stills + frames[:1]):
+        inputs = {"pixel_values": preprocess(reference, image)}
+        cases.append(StageCase("image_encoder", f"image {index}", inputs))
+        encoded.append(run("image_encoder", inputs))
+
+    prompts = _standard_prompts(shapes.image_size)[: shapes.max_objects]
+    n = len(prompts)
+    coords, labels = prompt_slots(prompts, shapes)
+    mask_size = shapes.low_res_mask_size
+
+    def decoder_inputs(features: dict, count: int, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        has_mask = torch.zeros(count)
+        mask_input = torch.zeros(count, 1, mask_size, mask_size)
+        if mask is not None:
+            has_mask[-1] = 1.0
+            mask_input[-1] = mask
+        return {
+            "image_embeddings": features["image_embeddings"].expand(count, -1, -1, -1).clone(),
+            "high_res_features_0": features["high_res_features_0"],
+            "high_res_features_1": features["high_res_features_1"],
+            "point_coords": coords[:count],
+            "point_labels": labels[:count],
+            "mask_input": mask_input,
+            "has_mask_input": has_mask,
+        }
+
+    first = decoder_inputs(encoded[0], n, None)
+    cases.append(StageCase("prompt_decoder", f"{n} objects: clicks, box, box+click", first))
+    decoded = run("prompt_decoder", first)
+    refine = decoder_inputs(encoded[1], 1, decoded["mask_logits"][0, 1:2])
+    cases.append(StageCase("prompt_decoder", "1 object with a mask prompt", refine))
+
+    # Video: encode a few frames, segment object prompts on each, and fill memory banks from them.
+    frame_features = [run("image_encoder", {"pixel_values": preprocess(reference, f)}) for f in frames]
+    memories, pointers = [], []
+    for index, features in enumerate(frame_features):
+        decoded = run("prompt_decoder", decoder_inputs(features, n, None))
+        best = decoded["iou_scores"][:, 1:].argmax(dim=1) + 1
+        selected = decoded["mask_logits"][torch.arange(n), best][:, None]
+        hidden = decoded["object_score_logits"][:, :, None, None] <= 0
+        selected = torch.where(hidden, torch.full_like(selected, -1024.0), selected)
+        inputs = {
+            "vision_features": features["vision_features"],
+            "mask_logits": selected,
+            "object_score_logits": decoded["object_score_logits"],
+            "mask_is_binary": torch.tensor([1.0 if (index + i) % 2 == 0 else 0.0 for i in range(n)]),
+        }
+        if index < 2:
+            cases.append(StageCase("memory_encoder", f"frame {index}, {n} objects", inputs))
+        memories.append(run("memory_encoder", inputs))
+        pointers.append(decoded["object_pointers"][torch.arange(n), best])
+
+    slots, tokens, pointer_slots = shapes.memory_slots, shapes.memory_tokens, shapes.pointer_slots
+
+    def bank(filled_slots: int, filled_pointers: int) -> dict[str, torch.Tensor]:
+        features = torch.zeros(n, slots * tokens, shapes.memory_dim)
+        positions = torch.zeros_like(features)
+        time_index = torch.zeros(n, slots, dtype=torch.int32)
+        valid = torch.zeros(n, slots)
+        for slot in range(filled_slots):
+            source = memories[slot % len(memories)]
+            rows = slice(slot * tokens, (slot + 1) * tokens)
+            features[:, rows] = source["memory_features"]
+            positions[:, rows] = source["memory_positions"]
+            time_index[:, slot] = shapes.temporal_encodings - 1 if slot == 0 else (slot - 1) % (shapes.temporal_encodings - 1)
+            valid[:, slot] = 1.0
+        object_pointers = torch.zeros(n, pointer_slots, shapes.hidden_size)
+        pointer_valid = torch.zeros(n, pointer_slots)
+        for k in range(filled_pointers):
+            object_pointers[:, k] = pointers[k % len(pointers)]
+            pointer_valid[:, k] = 1.0
+        return {
+            "vision_features": frame_features[-1]["vision_features"],
+            "memory_features": features,
+            "memory_positions": positions,
+            "memory_time_index": time_index,
+            "memory_valid": valid,
+            "object_pointers": object_pointers,
+            "pointer_valid": pointer_valid,
+        }
+
+    cases.append(StageCase("memory_attention", f"{n} objects, first frames (2 slots, 2 pointers)", bank(2, 2)))
+    cases.append(
+        StageCase("memory_attention", f"{n} objects, full bank", bank(slots, pointer_slots))
+    )
+    return cases

@@ -1,0 +1,70 @@
+"""Export-friendly building blocks shared by the stage wrappers.
+
+Attention is written out as matmul + softmax with an additive, finite bias (no SDPA decomposition
+guards in ExecuTorch, no -inf that would overflow in fp16); RoPE is real arithmetic on cos/sin
+tables precomputed as contiguous buffers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Added to the attention logits of masked keys: exp(-1e4) is exactly 0 in fp32 and fp16,
+#: and -1e4 stays far inside the fp16 range.
+MASKED_LOGIT_BIAS = -1.0e4
+
+
+def attend(
+    attention: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_bias: torch.Tensor | None = None,
+    rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Multi-head attention through a transformers attention module's projections.
+
+    Shapes:
+        query: (B, Lq, C); key, value: (B, Lk, Ckv)
+        key_bias: (B, 1, 1, Lk) additive logits bias, or None
+        rope: (cos_q, sin_q, cos_k, sin_k) each (L, head_dim), or None
+        returns: (B, Lq, C)
+    """
+    heads, head_dim = attention.num_attention_heads, attention.head_dim
+    batch = query.shape[0]
+    q = attention.q_proj(query).view(batch, -1, heads, head_dim).transpose(1, 2)
+    k = attention.k_proj(key).view(batch, -1, heads, head_dim).transpose(1, 2)
+    v = attention.v_proj(value).view(batch, -1, heads, head_dim).transpose(1, 2)
+    if rope is not None:
+        cos_q, sin_q, cos_k, sin_k = rope
+        q = q * cos_q + rotate_pairs(q) * sin_q
+        k = k * cos_k + rotate_pairs(k) * sin_k
+    logits = torch.matmul(q, k.transpose(-1, -2)) * attention.scaling
+    if key_bias is not None:
+        logits = logits + key_bias
+    weights = torch.softmax(logits, dim=-1)
+    out = torch.matmul(weights, v).transpose(1, 2).reshape(batch, -1, heads * head_dim)
+    return attention.o_proj(out)
+
+
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): the pairwise rotation of 2D axial RoPE."""
+    pairs = x.unflatten(-1, (-1, 2))
+    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+
+
+def contiguous_buffer(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Register a constant as a contiguous, non-persistent buffer.
+
+    ExecuTorch copies a channels_last constant's raw bytes as if it were contiguous (a silent
+    ~1e-2 error in the decoder's masks), so every constant is made contiguous here.
+    """
+    module.register_buffer(name, tensor.detach().clone().contiguous(), persistent=False)
+
+
+def assert_all_contiguous(module: nn.Module) -> None:
+    """Fail loudly if any parameter or buffer would reach an exporter with a non-contiguous layout."""
+    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        if not tensor.is_contiguous():
+            raise AssertionError(f"{type(module).__name__}.{name} is not contiguous")

@@ -1,0 +1,102 @@
+"""Stage 1, `image_encoder`: RepViT backbone + FPN neck, once per image or video frame."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import EdgeTamVideoModel
+
+from edgetam_export.stages.spec import StageShapes, StageSpec, TensorSpec
+
+NAME = "image_encoder"
+
+
+def spec(shapes: StageShapes) -> StageSpec:
+    s, c, e = shapes.image_size, shapes.hidden_size, shapes.embed_size
+    return StageSpec(
+        name=NAME,
+        description="RepViT-M1 image encoder and FPN neck; run once per image or frame.",
+        inputs=(
+            TensorSpec(
+                "pixel_values",
+                (1, 3, s, s),
+                "float32",
+                f"RGB image resized to {s}x{s} (bilinear), scaled to [0,1], normalized with ImageNet "
+                "mean (0.485,0.456,0.406) and std (0.229,0.224,0.225); NCHW.",
+            ),
+        ),
+        outputs=(
+            TensorSpec(
+                "image_embeddings",
+                (1, c, e, e),
+                "float32",
+                "Lowest-resolution FPN features plus the learned no-memory embedding: the decoder's image "
+                "input for a still image or an initial conditioning frame.",
+            ),
+            TensorSpec(
+                "vision_features",
+                (1, c, e, e),
+                "float32",
+                "The same FPN features without the no-memory embedding: input of memory_encoder and "
+                "memory_attention on video frames.",
+            ),
+            TensorSpec(
+                "high_res_features_0",
+                (1, c // 8, 4 * e, 4 * e),
+                "float32",
+                "Stride-4 features already projected by the decoder's conv_s0 (computed once per image).",
+            ),
+            TensorSpec(
+                "high_res_features_1",
+                (1, c // 4, 2 * e, 2 * e),
+                "float32",
+                "Stride-8 features already projected by the decoder's conv_s1.",
+            ),
+        ),
+        max_objects=shapes.max_objects,
+    )
+
+
+class ImageEncoderStage(nn.Module):
+    """RepViT backbone + FPN + the decoder's high-resolution projections.
+
+    Shapes:
+        pixel_values: (1, 3, S, S) float32, normalized
+        -> image_embeddings (1, 256, S/16, S/16), vision_features (1, 256, S/16, S/16),
+           high_res_features_0 (1, 32, S/4, S/4), high_res_features_1 (1, 64, S/8, S/8)
+    """
+
+    def __init__(self, model: EdgeTamVideoModel, shapes: StageShapes) -> None:
+        super().__init__()
+        self.vision_encoder = model.vision_encoder
+        self.conv_s0 = model.mask_decoder.conv_s0
+        self.conv_s1 = model.mask_decoder.conv_s1
+        self.no_memory_embedding = nn.Parameter(model.no_memory_embedding.detach().reshape(1, -1, 1, 1).clone())
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        fpn = self.vision_encoder(pixel_values, return_dict=True).fpn_hidden_states
+        vision_features = fpn[2]
+        return (
+            vision_features + self.no_memory_embedding,
+            vision_features,
+            self.conv_s0(fpn[0]),
+            self.conv_s1(fpn[1]),
+        )
+
+
+@torch.no_grad()
+def upstream(model: EdgeTamVideoModel, shapes: StageShapes, inputs: dict[str, torch.Tensor]) -> dict:
+    """transformers' own path: `get_image_features` and the no-memory embedding of `_single_frame_forward`."""
+    features = model.get_image_features(inputs["pixel_values"], return_dict=True).fpn_hidden_states
+    sizes = model.backbone_feature_sizes
+
+    def to_nchw(flat: torch.Tensor, size: list[int]) -> torch.Tensor:
+        return flat.permute(1, 2, 0).reshape(1, -1, *size)
+
+    vision = to_nchw(features[2], sizes[2])
+    return {
+        "image_embeddings": to_nchw(features[2] + model.no_memory_embedding, sizes[2]),
+        "vision_features": vision,
+        "high_res_features_0": to_nchw(features[0], sizes[0]),
+        "high_res_features_1": to_nchw(features[1], sizes[1]),
+    }

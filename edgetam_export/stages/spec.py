@@ -1,0 +1,143 @@
+"""Declarative stage contracts: the single source of names, shapes, dtypes and meanings.
+
+Backends, bundles, the parity harness and the host runtime read these specs; none of them works a
+shape out on its own. A dimension is either a fixed integer or the symbolic ``"objects"`` axis,
+which every backend exports as a bounded dynamic dimension (1..max_objects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+OBJECTS = "objects"
+
+_TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output of a stage."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+    description: str
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _TORCH_DTYPES[self.dtype]
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    def concrete_shape(self, num_objects: int) -> tuple[int, ...]:
+        return tuple(num_objects if d == OBJECTS else int(d) for d in self.shape)
+
+    def has_objects_axis(self) -> bool:
+        return OBJECTS in self.shape
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class StageShapes:
+    """Every size a stage contract depends on: the model's, plus the recipe's capacities."""
+
+    image_size: int
+    hidden_size: int
+    memory_dim: int
+    memory_tokens: int
+    point_slots: int
+    max_objects: int
+    memory_slots: int
+    pointer_slots: int
+    temporal_encodings: int
+
+    @property
+    def embed_size(self) -> int:
+        return self.image_size // 16
+
+    @property
+    def low_res_mask_size(self) -> int:
+        return self.image_size // 4
+
+    @property
+    def pointer_tokens(self) -> int:
+        """Each 256-d object pointer enters memory attention as hidden/memory_dim tokens."""
+        return self.pointer_slots * (self.hidden_size // self.memory_dim)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """The contract of one exported stage: ordered inputs and outputs."""
+
+    name: str
+    description: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_objects: int
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def has_objects_axis(self) -> bool:
+        return any(t.has_objects_axis() for t in self.inputs)
+
+    def example_inputs(self, num_objects: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """Random inputs of the right shapes and dtypes, to trace a stage (never to judge parity)."""
+        generator = torch.Generator().manual_seed(seed)
+        tensors = []
+        for spec in self.inputs:
+            shape = spec.concrete_shape(num_objects)
+            if spec.dtype == "int32":
+                tensors.append(torch.randint(0, 2, shape, generator=generator, dtype=torch.int32))
+            else:
+                tensors.append(torch.randn(shape, generator=generator))
+        return tuple(tensors)
+
+    def check_inputs(self, inputs: dict[str, np.ndarray]) -> int:
+        """Validate named inputs against the contract; return the number of objects they carry."""
+        from edgetam_export.errors import EdgeTamExportError
+
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise EdgeTamExportError(f"stage '{self.name}' is missing inputs {missing}")
+        num_objects = None
+        for spec in self.inputs:
+            array = inputs[spec.name]
+            if spec.has_objects_axis():
+                axis = spec.shape.index(OBJECTS)
+                num_objects = array.shape[axis] if num_objects is None else num_objects
+            expected = spec.concrete_shape(num_objects or 1)
+            if tuple(array.shape) != expected:
+                raise EdgeTamExportError(
+                    f"stage '{self.name}' input '{spec.name}' has shape {tuple(array.shape)}, expected {expected}"
+                )
+        if num_objects is not None and not 1 <= num_objects <= self.max_objects:
+            raise EdgeTamExportError(
+                f"stage '{self.name}' got {num_objects} objects; this bundle supports 1 to {self.max_objects} "
+                "(re-export with a larger max_objects)"
+            )
+        return num_objects or 1
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "max_objects": self.max_objects,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+        }
