@@ -58,6 +58,7 @@ def export(
     data: DataOption = None,
 ) -> None:
     """Export the four EdgeTAM stages under a recipe into a verified bundle."""
+    from edgetam_export.backends import get_backend
     from edgetam_export.export import export_bundle
     from edgetam_export.recipes import load_recipe
     from edgetam_export.reference import load_reference
@@ -65,6 +66,7 @@ def export(
     chosen = load_recipe(recipe).with_shapes(
         max_objects=max_objects, point_slots=point_slots, memory_slots=memory_slots
     )
+    get_backend(chosen.backend)  # an unknown backend fails before the model is loaded
     typer.echo(f"loading reference '{model}'", err=True)
     reference = load_reference(model, seed=seed, size=size)
     typer.echo(f"exporting with recipe '{chosen.name}' to {out}", err=True)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +123,8 @@ def init_random_weights(model: nn.Module, seed: int) -> None:
                 param.normal_(0.0, 0.5, generator=generator)
         if hasattr(module, "positional_embedding") and isinstance(module.positional_embedding, torch.Tensor):
             module.positional_embedding.normal_(0.0, 1.0, generator=generator)
+    # One Gaussian matrix serves prompts and the image-wide embedding, as in the released weights.
+    model.shared_image_embedding.positional_embedding.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
 
 
 def build_processor(image_size: int) -> Sam2Processor:
@@ -300,15 +300,16 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         payload = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+    except Exception as exc:  # torch.load raises many types (UnpicklingError, KeyError, RuntimeError...)
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text:
             raise EdgeTamExportError(
                 f"refusing to load checkpoint '{path}': it contains Python objects beyond tensors, and "
                 "loading it could run code; re-save it as a plain state dict or safetensors"
             ) from None
+        reason = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
         raise EdgeTamExportError(
-            f"checkpoint '{path}' is corrupt or not a PyTorch checkpoint ({reason[:120]}); "
+            f"checkpoint '{path}' is corrupt or not a PyTorch checkpoint ({reason[:100]}); "
             "download it again or pass another --model"
         ) from None
     if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):

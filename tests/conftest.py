@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny seeded reference, the shared test data, and tiny bundles exported once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No test may reach a hub: transformers and huggingface_hub fail at once instead of downloading.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "images" / "truck.jpg").is_file():
+        pytest.fail(f"test data missing at {DATA_DIR}: the repo expects ../shared/data beside it")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_reference():
+    from edgetam_export.reference import random_reference
+
+    return random_reference(seed=0, size="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tiny_reference):
+    from edgetam_export.recipes import load_recipe
+
+    return load_recipe("executorch-xnnpack-fp32").with_shapes(max_objects=4).stage_shapes(tiny_reference.video_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_cases(tiny_reference, tiny_shapes, data_dir):
+    from edgetam_export.samples import build_cases
+
+    return build_cases(tiny_reference, tiny_shapes, data_dir)
+
+
+def _export(reference, recipe_name: str, out: Path, data_dir: Path):
+    from edgetam_export.export import export_bundle
+    from edgetam_export.recipes import load_recipe
+
+    recipe = load_recipe(recipe_name).with_shapes(max_objects=4)
+    return export_bundle(reference, recipe, out, data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tiny_reference, data_dir, tmp_path_factory) -> dict:
+    """One tiny bundle per backend, exported once for the whole session."""
+    root = tmp_path_factory.mktemp("bundles")
+    return {
+        name: _export(tiny_reference, name, root / name, data_dir)
+        for name in ("executorch-xnnpack-fp32", "onnx-fp32")
+    }

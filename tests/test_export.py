@@ -1,0 +1,157 @@
+"""Bundles: contents, atomic writes, parity on both backends, and every way a bundle can be bad."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgetam_export.bundle import FORMAT_VERSION, MANIFEST_NAME, read_bundle, sha256_of
+from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.export import export_bundle, verify_bundle
+from edgetam_export.recipes import load_recipe
+from edgetam_export.reference import random_reference
+from edgetam_export.stages import STAGES
+
+RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32")
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_bundle_manifest_describes_everything(tiny_bundles, tiny_reference, recipe):
+    bundle = tiny_bundles[recipe]
+    manifest = bundle.manifest
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["model"] == tiny_reference.describe()
+    assert manifest["recipe"]["name"] == recipe
+    assert manifest["shapes"]["max_objects"] == 4
+    assert list(manifest["stages"]) == list(STAGES)
+    for name, record in manifest["stages"].items():
+        artifact = bundle.path / record["artifact"]
+        assert record["sha256"] == sha256_of(artifact)
+        assert record["size_bytes"] == artifact.stat().st_size > 100_000
+        assert record["spec"]["name"] == name
+        assert record["export_seconds"]["lower"] > 0
+    assert {"torch", "transformers", "executorch", "onnxruntime", "edgetam-export"} <= set(manifest["tools"])
+    assert manifest["parity"]["passed"] is True
+    for stage in STAGES:
+        assert manifest["parity"]["summary"][stage]["min_psnr_db"] >= 60
+    leftovers = [p.name for p in bundle.path.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_executorch_decoder_is_fully_delegated(tiny_bundles):
+    """The mask decoder runs as XNNPACK partitions; the only portable ops left are cheap glue."""
+    facts = tiny_bundles["executorch-xnnpack-fp32"].manifest["stages"]["prompt_decoder"]["backend"]
+    assert facts["delegate"] == "xnnpack"
+    assert facts["delegated_partitions"] >= 1
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_verify_passes_on_every_output(tiny_bundles, tiny_reference, data_dir, recipe):
+    report = verify_bundle(tiny_bundles[recipe].path, tiny_reference, data_dir=data_dir)
+    assert report.passed, report.failures
+    assert {r.stage for r in report.results} == set(STAGES)
+    for result in report.results:
+        assert result.psnr_db >= 60, result
+        assert result.cosine > 0.999999
+    masks = [r for r in report.results if r.mask_iou is not None]
+    assert masks and min(r.mask_iou for r in masks) >= 0.99
+    # Both object counts were exercised through the dynamic objects axis.
+    decoder_shapes = {tuple(r.shape) for r in report.results if r.output == "mask_logits"}
+    assert {s[0] for s in decoder_shapes} == {1, 4}
+
+
+def test_verify_fails_against_other_weights(tiny_bundles, data_dir):
+    """Parity is not vacuous: the same bundle judged against different weights fails, on every stage."""
+    other = random_reference(seed=1, size="tiny")
+    report = verify_bundle(tiny_bundles["onnx-fp32"].path, other, data_dir=data_dir)
+    assert not report.passed
+    assert {f.split("/")[0] for f in report.failures} == set(STAGES)
+
+
+def test_verify_reloads_the_reference_from_the_manifest(tiny_bundles, data_dir):
+    report = verify_bundle(tiny_bundles["onnx-fp32"].path, data_dir=data_dir, stages=["prompt_decoder"])
+    assert report.passed and {r.stage for r in report.results} == {"prompt_decoder"}
+
+
+def _copy(bundle, tmp_path: Path) -> Path:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.path, copy)
+    return copy
+
+
+def test_tampered_artifact_is_refused(tiny_bundles, tmp_path):
+    copy = _copy(tiny_bundles["onnx-fp32"], tmp_path)
+    with (copy / "prompt_decoder.onnx").open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\x01\x02\x03")
+    with pytest.raises(EdgeTamExportError, match="prompt_decoder.onnx does not match its manifest checksum"):
+        read_bundle(copy)
+
+
+def test_newer_format_and_missing_pieces_are_refused(tiny_bundles, tmp_path):
+    copy = _copy(tiny_bundles["onnx-fp32"], tmp_path)
+    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest | {"format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(EdgeTamExportError, match="newer than this edgetam-export reads.*upgrade"):
+        read_bundle(copy)
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (copy / "memory_encoder.onnx").unlink()
+    with pytest.raises(EdgeTamExportError, match="lacks the memory_encoder artifact"):
+        read_bundle(copy)
+    (copy / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(EdgeTamExportError, match="corrupt; re-export"):
+        read_bundle(copy)
+    with pytest.raises(EdgeTamExportError, match="does not exist"):
+        read_bundle(tmp_path / "nowhere")
+
+
+def test_failed_export_leaves_no_bundle_and_keeps_the_old_one(tiny_reference, tiny_bundles, tmp_path, monkeypatch):
+    from edgetam_export.backends.onnx import OnnxBackend
+
+    calls = []
+
+    def broken_lower(self, program, spec, recipe, artifact):
+        calls.append(spec.name)
+        if spec.name == "memory_encoder":
+            artifact.write_bytes(b"half written")
+            raise RuntimeError("simulated crash while lowering")
+        return original(self, program, spec, recipe, artifact)
+
+    original = OnnxBackend.lower
+    monkeypatch.setattr(OnnxBackend, "lower", broken_lower)
+    recipe = load_recipe("onnx-fp32").with_shapes(max_objects=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        export_bundle(tiny_reference, recipe, tmp_path / "fresh")
+    assert calls == ["image_encoder", "prompt_decoder", "memory_encoder"]
+    assert list(tmp_path.iterdir()) == []
+
+    existing = _copy(tiny_bundles["onnx-fp32"], tmp_path)
+    before = sha256_of(existing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        export_bundle(tiny_reference, recipe, existing)
+    assert sha256_of(existing) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_unwritable_output_is_one_clear_error(tiny_reference, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(EdgeTamExportError, match="cannot write the bundle.*choose another --out"):
+        export_bundle(tiny_reference, load_recipe("onnx-fp32"), blocker / "bundle")
+
+
+def test_unknown_recipe_and_backend_name_the_supported_ones(tmp_path):
+    with pytest.raises(EdgeTamExportError, match="unknown recipe 'nope': choose one of .*onnx-fp32"):
+        load_recipe("nope")
+    custom = tmp_path / "custom.toml"
+    custom.write_text('name = "custom"\ndescription = "x"\nbackend = "tflite"\n')
+    from edgetam_export.backends import get_backend
+
+    with pytest.raises(EdgeTamExportError, match="unknown backend 'tflite': supported backends are executorch, onnx"):
+        get_backend(load_recipe(str(custom)).backend)
+    custom.write_text('name = "custom"\ndescription = "x"\nbackend = "onnx"\ncolour = "red"\n')
+    with pytest.raises(EdgeTamExportError, match="unknown or missing field"):
+        load_recipe(str(custom))

@@ -1,0 +1,31 @@
+"""The full-size EdgeTAM configuration, exported and verified once per backend (minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgetam_export.export import export_bundle
+from edgetam_export.recipes import load_recipe
+from edgetam_export.reference import random_reference
+from edgetam_export.stages import STAGES
+
+pytestmark = pytest.mark.full
+
+
+@pytest.fixture(scope="module")
+def full_reference():
+    return random_reference(seed=0, size="full")
+
+
+@pytest.mark.parametrize("recipe_name", ["executorch-xnnpack-fp32", "onnx-fp32"])
+def test_full_size_export_passes_parity(full_reference, recipe_name, tmp_path, data_dir):
+    recipe = load_recipe(recipe_name)
+    bundle = export_bundle(full_reference, recipe, tmp_path / recipe_name, data_dir=data_dir)
+    shapes = bundle.manifest["shapes"]
+    assert shapes["image_size"] == 1024 and shapes["memory_tokens"] == 512 and shapes["max_objects"] == 8
+    assert bundle.spec("image_encoder").outputs[2].shape == (1, 32, 256, 256)
+    parity = bundle.manifest["parity"]
+    assert parity["passed"]
+    for stage in STAGES:
+        assert parity["summary"][stage]["min_psnr_db"] >= recipe.parity.min_psnr_db
+    assert parity["summary"]["prompt_decoder"]["min_mask_iou"] >= recipe.parity.min_mask_iou

@@ -1,0 +1,118 @@
+"""Each stage wrapper equals transformers' own computation, before any lowering."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from edgetam_export.parity import psnr_db
+from edgetam_export.stages import STAGES
+from edgetam_export.stages.common import assert_all_contiguous
+from edgetam_export.stages.prompt_decoder import EMPTY_SLOT_LABEL, NOT_A_POINT_LABEL
+
+
+@pytest.fixture(scope="module")
+def wrappers(tiny_reference, tiny_shapes):
+    return {name: stage.build(tiny_reference.video_model, tiny_shapes) for name, stage in STAGES.items()}
+
+
+def _run(wrapper, spec, inputs):
+    with torch.no_grad():
+        outputs = wrapper(*[inputs[name] for name in spec.input_names])
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return dict(zip(spec.output_names, outputs))
+
+
+def test_every_stage_has_a_case_and_contiguous_constants(wrappers, tiny_cases):
+    assert {case.stage for case in tiny_cases} == set(STAGES)
+    for wrapper in wrappers.values():
+        assert_all_contiguous(wrapper)
+
+
+def test_wrappers_equal_upstream_on_realistic_inputs(tiny_reference, tiny_shapes, tiny_cases, wrappers):
+    for case in tiny_cases:
+        spec = STAGES[case.stage].spec(tiny_shapes)
+        got = _run(wrappers[case.stage], spec, case.inputs)
+        expected = STAGES[case.stage].upstream(tiny_reference.video_model, tiny_shapes, case.inputs)
+        assert list(got) == list(expected) == spec.output_names
+        for name in spec.output_names:
+            assert got[name].shape == expected[name].shape == spec.outputs[spec.output_names.index(name)].concrete_shape(
+                got[name].shape[0] if spec.outputs[spec.output_names.index(name)].has_objects_axis() else 1
+            )
+            # Non-degenerate reference values: otherwise agreement proves nothing.
+            values = expected[name].float()
+            assert values.numel() < 8 or values.std() > 1e-3, f"{case.stage}/{name} is degenerate"
+            assert psnr_db(expected[name].numpy(), got[name].numpy()) > 100, f"{case.stage}/{name} [{case.label}]"
+
+
+def test_decoder_matches_edgetam_model_end_to_end(tiny_reference, wrappers, tiny_shapes, data_dir):
+    """Wrapper chain == EdgeTamModel + Sam2Processor for a click, with empty slots padding the prompt."""
+    image = Image.open(data_dir / "images" / "truck.jpg").convert("RGB")
+    processor, model = tiny_reference.processor, tiny_reference.image_model
+    inputs = processor(images=image, input_points=[[[[500, 375]]]], input_labels=[[[1]]], return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**inputs)
+    encoder_spec = STAGES["image_encoder"].spec(tiny_shapes)
+    features = _run(wrappers["image_encoder"], encoder_spec, {"pixel_values": inputs["pixel_values"]})
+    coords = torch.zeros(1, tiny_shapes.point_slots, 2)
+    labels = torch.full((1, tiny_shapes.point_slots), EMPTY_SLOT_LABEL, dtype=torch.int32)
+    coords[0, 0] = inputs["input_points"][0, 0, 0]
+    labels[0, 0], labels[0, 1] = 1, NOT_A_POINT_LABEL
+    decoder_inputs = {
+        "image_embeddings": features["image_embeddings"],
+        "high_res_features_0": features["high_res_features_0"],
+        "high_res_features_1": features["high_res_features_1"],
+        "point_coords": coords,
+        "point_labels": labels,
+        "mask_input": torch.zeros(1, 1, tiny_shapes.low_res_mask_size, tiny_shapes.low_res_mask_size),
+        "has_mask_input": torch.zeros(1),
+    }
+    got = _run(wrappers["prompt_decoder"], STAGES["prompt_decoder"].spec(tiny_shapes), decoder_inputs)
+    torch.testing.assert_close(got["mask_logits"][:, 1:], expected.pred_masks[0], atol=2e-5, rtol=0)
+    torch.testing.assert_close(got["iou_scores"][:, 1:], expected.iou_scores[0], atol=2e-6, rtol=0)
+
+
+def test_empty_point_slots_change_nothing(wrappers, tiny_shapes, tiny_cases):
+    """The same prompt in the first slots gives the same result whatever fills the empty slots."""
+    spec = STAGES["prompt_decoder"].spec(tiny_shapes)
+    case = next(c for c in tiny_cases if c.stage == "prompt_decoder")
+    baseline = _run(wrappers["prompt_decoder"], spec, case.inputs)
+    scrambled = dict(case.inputs)
+    empty = case.inputs["point_labels"] == EMPTY_SLOT_LABEL
+    assert empty.any()
+    scrambled["point_coords"] = torch.where(empty[..., None], torch.rand_like(case.inputs["point_coords"]) * 999, case.inputs["point_coords"])
+    other = _run(wrappers["prompt_decoder"], spec, scrambled)
+    for name in spec.output_names:
+        torch.testing.assert_close(other[name], baseline[name], atol=1e-6, rtol=0)
+
+
+def test_objects_are_independent_in_a_batch(wrappers, tiny_shapes, tiny_cases):
+    """Object i of a batch gives what it gives alone: batching is exact, not approximate."""
+    for stage in ("prompt_decoder", "memory_encoder", "memory_attention"):
+        spec = STAGES[stage].spec(tiny_shapes)
+        per_object = next(t.name for t in spec.inputs if t.has_objects_axis())
+        case = next(c for c in tiny_cases if c.stage == stage and c.inputs[per_object].shape[0] > 1)
+        batch = _run(wrappers[stage], spec, case.inputs)
+        for i in range(case.inputs[per_object].shape[0]):
+            single = {
+                t.name: case.inputs[t.name][i : i + 1] if t.has_objects_axis() else case.inputs[t.name]
+                for t in spec.inputs
+            }
+            alone = _run(wrappers[stage], spec, single)
+            for name in spec.output_names:
+                torch.testing.assert_close(alone[name][0], batch[name][i], atol=2e-5, rtol=0)
+
+
+def test_spec_check_inputs_reports_the_wrong_shape(tiny_shapes):
+    from edgetam_export.errors import EdgeTamExportError
+
+    spec = STAGES["prompt_decoder"].spec(tiny_shapes)
+    inputs = {t.name: torch.zeros(t.concrete_shape(2)).numpy() for t in spec.inputs}
+    assert spec.check_inputs(inputs) == 2
+    inputs["point_coords"] = inputs["point_coords"][:, :3]
+    with pytest.raises(EdgeTamExportError, match="point_coords.*expected"):
+        spec.check_inputs(inputs)
+    too_many = {t.name: torch.zeros(t.concrete_shape(tiny_shapes.max_objects + 1)).numpy() for t in spec.inputs}
+    with pytest.raises(EdgeTamExportError, match="supports 1 to 4"):
+        spec.check_inputs(too_many)
