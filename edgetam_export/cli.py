@@ -156,7 +156,7 @@ def stages_command(
 
     from edgetam_export.recipes import load_recipe
     from edgetam_export.reference import build_video_config
-    from edgetam_export.stages import STAGES
+    from edgetam_export.stages.registry import STAGES
 
     with __import__("torch").device("meta"):
         model = EdgeTamVideoModel(build_video_config(size))

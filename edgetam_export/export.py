@@ -23,7 +23,7 @@ from edgetam_export.parity import ParityReport, compare_output
 from edgetam_export.recipes import ParityThresholds, Recipe, recipe_from_dict
 from edgetam_export.reference import Reference, load_reference
 from edgetam_export.samples import build_cases, default_data_dir
-from edgetam_export.stages import OBJECTS, STAGES, StageShapes, StageSpec
+from edgetam_export.stages.registry import OBJECTS, STAGES, StageShapes, StageSpec
 
 Progress = Callable[[str], None]
 

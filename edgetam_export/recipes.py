@@ -14,7 +14,7 @@ from pathlib import Path
 from transformers import EdgeTamVideoModel
 
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.stages import StageShapes, stage_shapes
+from edgetam_export.stages.registry import StageShapes, stage_shapes
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 

@@ -17,12 +17,8 @@ from PIL import Image
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.reference import Reference
-from edgetam_export.stages import STAGES, StageShapes
-from edgetam_export.stages.prompt_decoder import (
-    BOX_CORNER_LABELS,
-    EMPTY_SLOT_LABEL,
-    NOT_A_POINT_LABEL,
-)
+from edgetam_export.stages.registry import STAGES, StageShapes
+from edgetam_export.stages.spec import BOX_CORNER_LABELS, EMPTY_SLOT_LABEL, NOT_A_POINT_LABEL
 
 #: Where the sample images live: $EDGETAM_EXPORT_DATA, else ../shared/data beside the checkout.
 DATA_ENV = "EDGETAM_EXPORT_DATA"
@@ -103,8 +99,8 @@ def _standard_prompts(size: int) -> list[list[tuple[float, float, int]]]:
     return [
         [(500 * s, 375 * s, 1), nap],
         [(300 * s, 400 * s, 1), (700 * s, 600 * s, 0), nap],
-        [(75 * s, 275 * s, tl), (900 * s, 850 * s, br)],
-        [(600 * s, 500 * s, 1), (400 * s, 300 * s, tl), (800 * s, 700 * s, br)],
+        [(75 * s, 275 * s, tl), (900 * s, 850 * s, br), nap],
+        [(600 * s, 500 * s, 1), (400 * s, 300 * s, tl), (800 * s, 700 * s, br), nap],
     ]
 
 

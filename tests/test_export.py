@@ -13,7 +13,7 @@ from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.export import export_bundle, verify_bundle
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
-from edgetam_export.stages import STAGES
+from edgetam_export.stages.registry import STAGES
 
 RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32")
 

@@ -7,7 +7,7 @@ import pytest
 from edgetam_export.export import export_bundle
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
-from edgetam_export.stages import STAGES
+from edgetam_export.stages.registry import STAGES
 
 pytestmark = pytest.mark.full
 

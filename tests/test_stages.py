@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from edgetam_export.parity import psnr_db
-from edgetam_export.stages import STAGES
+from edgetam_export.stages.registry import STAGES
 from edgetam_export.stages.common import assert_all_contiguous
-from edgetam_export.stages.prompt_decoder import EMPTY_SLOT_LABEL, NOT_A_POINT_LABEL
+from edgetam_export.stages.spec import EMPTY_SLOT_LABEL, NOT_A_POINT_LABEL
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ Prompts arrive as a fixed number of point slots per object. Label meanings follo
 1 positive click, 0 negative click, 2 / 3 the top-left / bottom-right corner of a box,
 -1 SAM's "not a point" token (appended after clicks when there is no box), -10 transformers'
 zero padding token. Slots labelled `EMPTY_SLOT_LABEL` are removed from attention by an additive
-bias, so the stage gives exactly what transformers gives for the unpadded prompt.
+bias, so the stage gives exactly what transformers gives for the unpadded prompt. Every prompt
+ends with one not-a-point token, as transformers' prompt encoder appends it (two for a mask alone).
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from torch import nn
 from transformers import EdgeTamVideoModel
 
 from edgetam_export.stages.common import MASKED_LOGIT_BIAS, attend, contiguous_buffer
-from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
+from edgetam_export.stages.spec import (
+    EMPTY_SLOT_LABEL,
+    NOT_A_POINT_LABEL,
+    OBJECTS,
+    PADDING_POINT_LABEL,
+    StageShapes,
+    StageSpec,
+    TensorSpec,
+)
 
 NAME = "prompt_decoder"
-EMPTY_SLOT_LABEL = -100
-NOT_A_POINT_LABEL = -1
-PADDING_POINT_LABEL = -10
-BOX_CORNER_LABELS = (2, 3)
 #: The decoder's output tokens before the prompt tokens: object score, IoU, and 4 mask tokens.
 NUM_OUTPUT_TOKENS = 6
 NUM_MASKS = 4
@@ -56,8 +61,8 @@ def spec(shapes: StageShapes) -> StageSpec:
                 "point_labels",
                 (OBJECTS, p),
                 "int32",
-                f"1 positive, 0 negative, 2/3 box corners, {NOT_A_POINT_LABEL} not-a-point (append one after "
-                f"clicks when there is no box), {PADDING_POINT_LABEL} transformers padding, "
+                f"1 positive, 0 negative, 2/3 box corners, {NOT_A_POINT_LABEL} not-a-point (one after the "
+                f"clicks and box corners, as SAM appends it), {PADDING_POINT_LABEL} transformers padding, "
                 f"{EMPTY_SLOT_LABEL} empty slot (ignored).",
             ),
             TensorSpec(

@@ -14,6 +14,14 @@ import torch
 
 OBJECTS = "objects"
 
+# The prompt_decoder's point-label vocabulary (SAM's, plus an empty slot removed from attention).
+POSITIVE_LABEL = 1
+NEGATIVE_LABEL = 0
+BOX_CORNER_LABELS = (2, 3)
+NOT_A_POINT_LABEL = -1
+PADDING_POINT_LABEL = -10
+EMPTY_SLOT_LABEL = -100
+
 _TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32}
 
 

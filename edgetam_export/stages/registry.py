@@ -1,0 +1,83 @@
+"""The registry of the four static-shape stages EdgeTAM is cut into, in pipeline order.
+
+Each stage has one home (its module): the contract (`spec`), the export wrapper (an `nn.Module`
+over transformers' submodules) and the `upstream` computation through transformers' own code,
+which the wrapper is proven equal to before any lowering.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import EdgeTamVideoModel
+
+from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.stages import image_encoder, memory_attention, memory_encoder, prompt_decoder
+from edgetam_export.stages.common import assert_all_contiguous
+from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
+
+
+@dataclass(frozen=True)
+class StageDefinition:
+    """Where a stage's contract, wrapper and reference computation live."""
+
+    name: str
+    spec: Callable[[StageShapes], StageSpec]
+    wrapper: Callable[[EdgeTamVideoModel, StageShapes], nn.Module]
+    upstream: Callable[[EdgeTamVideoModel, StageShapes, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+    def build(self, model: EdgeTamVideoModel, shapes: StageShapes) -> nn.Module:
+        """The wrapper in eval mode, with every constant contiguous (checked).
+
+        It wraps a copy of the model set to eager attention: transformers' SDPA path makes
+        ExecuTorch add masking guards that run in slow portable kernels.
+        """
+        model = copy.deepcopy(model)
+        model.config._attn_implementation = "eager"
+        module = self.wrapper(model, shapes).eval()
+        assert_all_contiguous(module)
+        return module
+
+
+STAGES: dict[str, StageDefinition] = {
+    module.NAME: StageDefinition(module.NAME, module.spec, wrapper, module.upstream)
+    for module, wrapper in (
+        (image_encoder, image_encoder.ImageEncoderStage),
+        (prompt_decoder, prompt_decoder.PromptDecoderStage),
+        (memory_encoder, memory_encoder.MemoryEncoderStage),
+        (memory_attention, memory_attention.MemoryAttentionStage),
+    )
+}
+
+
+def get_stage(name: str) -> StageDefinition:
+    if name not in STAGES:
+        raise EdgeTamExportError(f"unknown stage '{name}': choose from {', '.join(STAGES)}")
+    return STAGES[name]
+
+
+def stage_shapes(
+    model: EdgeTamVideoModel, *, point_slots: int, max_objects: int, memory_slots: int | None = None,
+    pointer_slots: int | None = None,
+) -> StageShapes:
+    """The stage sizes of a model under a recipe's capacities (defaults: the model's own)."""
+    config = model.config
+    perceiver = config.perceiver_resampler_num_latents + config.perceiver_resampler_num_latents_2d
+    return StageShapes(
+        image_size=int(config.image_size),
+        hidden_size=int(config.vision_config.fpn_hidden_size),
+        memory_dim=int(config.memory_encoder_output_channels),
+        memory_tokens=int(perceiver),
+        point_slots=point_slots,
+        max_objects=max_objects,
+        memory_slots=memory_slots if memory_slots is not None else int(config.num_maskmem),
+        pointer_slots=pointer_slots if pointer_slots is not None else int(config.max_object_pointers_in_encoder),
+        temporal_encodings=int(config.num_maskmem),
+    )
+
+
+__all__ = ["OBJECTS", "STAGES", "StageDefinition", "StageShapes", "StageSpec", "TensorSpec", "get_stage", "stage_shapes"]
