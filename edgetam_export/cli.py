@@ -164,6 +164,73 @@ def stages_command(
     typer.echo(json.dumps({name: stage.spec(shapes).to_json() for name, stage in STAGES.items()}, indent=2))
 
 
+def _numbers(text: str, option: str, counts: tuple[int, ...], usage: str) -> tuple[int | None, list[float]]:
+    """Parse '[OBJ:]a,b,...' into (object index or None, numbers), naming the option on a mistake."""
+    obj, _, values = text.rpartition(":")
+    try:
+        numbers = [float(v) for v in values.split(",")]
+        index = int(obj) if obj else None
+    except ValueError:
+        numbers, index = [], None
+    if len(numbers) not in counts or (index is not None and index < 0):
+        raise EdgeTamExportError(f"{option} '{text}' is not {usage}")
+    return index, numbers
+
+
+@app.command()
+def segment(
+    image: Annotated[Path, typer.Argument(help="Image file.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (masks/, overlay.png, result.json).")],
+    point: Annotated[
+        Optional[list[str]],
+        typer.Option("--point", help="[OBJ:]X,Y[,LABEL] in image pixels; LABEL 1 (default) or 0; OBJ defaults to 0."),
+    ] = None,
+    box: Annotated[
+        Optional[list[str]],
+        typer.Option("--box", help="[OBJ:]X0,Y0,X1,Y1 in image pixels; the n-th box without OBJ is object n."),
+    ] = None,
+    single_mask: Annotated[
+        Optional[bool],
+        typer.Option("--single-mask/--multimask", help="Default: 3 masks for one object, 1 per object for several."),
+    ] = None,
+    auto: Annotated[bool, typer.Option("--auto", help="Segment everything (automatic mask generation).")] = False,
+    points_per_side: Annotated[int, typer.Option("--points-per-side", help="--auto: grid size.")] = 32,
+    points_per_batch: Annotated[int, typer.Option("--points-per-batch", help="--auto: prompts per batch.")] = 64,
+    pred_iou_thresh: Annotated[float, typer.Option("--pred-iou-thresh", help="--auto: minimum predicted IoU.")] = 0.88,
+    stability_thresh: Annotated[float, typer.Option("--stability-thresh", help="--auto: minimum stability.")] = 0.95,
+    crop_layers: Annotated[int, typer.Option("--crop-layers", help="--auto: layers of image crops.")] = 0,
+) -> None:
+    """Segment one image with clicks and boxes, or everything with --auto; write masks and an overlay."""
+    from edgetam_export.runtime.automatic import MaskGenerationSettings
+    from edgetam_export.runtime.segment import BoxPrompt, PointPrompt, segment_image
+
+    points = []
+    for text in point or []:
+        obj, numbers = _numbers(text, "--point", (2, 3), "[OBJ:]X,Y[,LABEL]")
+        label = int(numbers[2]) if len(numbers) == 3 else 1
+        points.append(PointPrompt(obj or 0, numbers[0], numbers[1], label))
+    boxes = []
+    for index, text in enumerate(box or []):
+        obj, numbers = _numbers(text, "--box", (4,), "[OBJ:]X0,Y0,X1,Y1")
+        boxes.append(BoxPrompt(index if obj is None else obj, *numbers))
+    automatic = None
+    if auto:
+        automatic = MaskGenerationSettings(
+            points_per_batch=points_per_batch, points_per_crop=points_per_side, pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_thresh, crops_n_layers=crop_layers,
+        )
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) < points_per_batch:
+            typer.echo(f"  prompts {done}/{total}", err=True)
+
+    result = segment_image(
+        bundle, image, out, points, boxes, None if single_mask is None else not single_mask, automatic, report
+    )
+    typer.echo(f"{result['objects']} objects, {len(result['masks'])} masks in {result['seconds']} s -> {out}")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     try:

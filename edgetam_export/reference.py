@@ -31,6 +31,10 @@ from edgetam_export.errors import EdgeTamExportError
 
 HUB_IDS = ("yonigozlan/edgetam-1", "facebook/EdgeTAM")
 RANDOM_SOURCE = "random"
+# Output scales of the random weights' heads (see init_random_weights).
+MASK_LOGIT_GAIN = 30.0
+OBJECT_SCORE_GAIN = 20.0
+OBJECT_SCORE_BIAS = 3.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,13 @@ def init_random_weights(model: nn.Module, seed: int) -> None:
             module.positional_embedding.normal_(0.0, 1.0, generator=generator)
     # One Gaussian matrix serves prompts and the image-wide embedding, as in the released weights.
     model.shared_image_embedding.positional_embedding.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
+    # Trained heads are decisive: mask logits of several units and objects mostly present. Without
+    # this, random masks hover around 0 and thresholding turns float noise into flipped pixels.
+    decoder = model.mask_decoder
+    for mlp in decoder.output_hypernetworks_mlps:
+        mlp.proj_out.weight.mul_(MASK_LOGIT_GAIN)
+    decoder.pred_obj_score_head.proj_out.weight.mul_(OBJECT_SCORE_GAIN)
+    decoder.pred_obj_score_head.proj_out.bias.fill_(OBJECT_SCORE_BIAS)
 
 
 def build_processor(image_size: int) -> Sam2Processor:

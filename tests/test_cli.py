@@ -85,3 +85,59 @@ def test_unsupported_backend_and_unwritable_output(tmp_path):
         cli("export", "--size", "tiny", "--recipe", "onnx-fp32", "--out", str(blocker / "bundle")),
         "cannot write the bundle",
     )
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tiny_bundles):
+    return str(tiny_bundles["onnx-fp32"].path)
+
+
+def test_segment_writes_ranked_masks_overlay_and_json(onnx_bundle, data_dir, tmp_path):
+    from PIL import Image
+
+    image = data_dir / "images" / "truck.jpg"
+    result = cli("segment", str(image), "--bundle", onnx_bundle, "--point", "500,375", "--out", str(tmp_path / "one"))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "one" / "result.json").read_text())
+    assert [(m["object"], m["rank"]) for m in data["masks"]] == [(0, 0), (0, 1), (0, 2)]
+    scores = [m["score"] for m in data["masks"]]
+    assert scores == sorted(scores, reverse=True)
+    mask = Image.open(tmp_path / "one" / data["masks"][0]["file"])
+    assert mask.size == (1800, 1200) and set(mask.getdata()) <= {0, 255}
+    assert Image.open(tmp_path / "one" / "overlay.png").size == (1800, 1200)
+
+    several = cli("segment", str(image), "--bundle", onnx_bundle, "--box", "75,275,1725,850",
+                  "--box", "425,600,700,875", "--out", str(tmp_path / "boxes"))
+    assert several.returncode == 0, several.stderr
+    data = json.loads((tmp_path / "boxes" / "result.json").read_text())
+    assert [(m["object"], m["rank"]) for m in data["masks"]] == [(0, 0), (1, 0)]
+
+    auto = cli("segment", str(image), "--bundle", onnx_bundle, "--auto", "--points-per-side", "4",
+               "--pred-iou-thresh", "0", "--stability-thresh", "0", "--out", str(tmp_path / "auto"))
+    assert auto.returncode == 0, auto.stderr
+    assert "prompts 16/16" in auto.stderr
+    assert json.loads((tmp_path / "auto" / "result.json").read_text())["mode"] == "automatic"
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (("--point", "5000,10"), "outside the 1800x1200 image"),
+        (("--point", "abc"), "--point 'abc' is not [OBJ:]X,Y[,LABEL]"),
+        (("--box", "1,2,3"), "is not [OBJ:]X0,Y0,X1,Y1"),
+        (tuple(a for i in range(9) for a in ("--point", f"{10 + i},10")), "the bundle has 8"),
+        ((), "no prompt given"),
+    ],
+)
+def test_segment_bad_input(onnx_bundle, data_dir, tmp_path, extra, fragment):
+    image = data_dir / "images" / "truck.jpg"
+    assert_one_line_error(cli("segment", str(image), "--bundle", onnx_bundle, "--out", str(tmp_path), *extra), fragment)
+
+
+def test_segment_unreadable_image(onnx_bundle, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    assert_one_line_error(
+        cli("segment", str(broken), "--bundle", onnx_bundle, "--point", "1,1", "--out", str(tmp_path / "o")),
+        "cannot decode image",
+    )

@@ -112,17 +112,29 @@ class EdgeTamPredictor:
         return ImageEmbedding(features=features, original_size=(picture.height, picture.width))
 
     def decode(
-        self, embedding: ImageEmbedding, prompts: list[ObjectPrompt], mask_input: np.ndarray | None = None
+        self,
+        embedding: ImageEmbedding,
+        prompts: list[ObjectPrompt],
+        mask_input: np.ndarray | None = None,
+        in_model_pixels: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Raw decoder outputs for the objects' prompts, in chunks of at most max_objects."""
+        """Raw decoder outputs for the objects' prompts, in chunks of at most max_objects.
+
+        Prompts are in original image pixels (checked against the image), or already in model
+        pixels with `in_model_pixels` (as the mask-generation pipeline gives them).
+        """
         height, width = embedding.original_size
         if not prompts and mask_input is None:
             raise EdgeTamExportError("no prompt given: pass at least one point, box or mask")
         if not prompts:
             prompts = [ObjectPrompt(np.zeros((0, 2), np.float32), np.zeros(0, np.int32)) for _ in range(len(mask_input))]
-        for prompt in prompts:
-            prompt.validate(width, height)
-        coords, labels = pack_slots(prompts, self.point_slots, self.image_size / width, self.image_size / height)
+        if in_model_pixels:
+            scale_x = scale_y = 1.0
+        else:
+            for prompt in prompts:
+                prompt.validate(width, height)
+            scale_x, scale_y = self.image_size / width, self.image_size / height
+        coords, labels = pack_slots(prompts, self.point_slots, scale_x, scale_y)
         masks = np.zeros((len(prompts), 1, self.mask_size, self.mask_size), np.float32)
         has_mask = np.zeros(len(prompts), np.float32)
         if mask_input is not None:
