@@ -24,6 +24,8 @@ from transformers import (
     EdgeTamVisionConfig,
     Sam2ImageProcessor,
     Sam2Processor,
+    Sam2VideoProcessor,
+    Sam2VideoVideoProcessor,
     TimmWrapperConfig,
 )
 
@@ -145,6 +147,14 @@ def build_processor(image_size: int) -> Sam2Processor:
         mask_size={"height": image_size // 4, "width": image_size // 4},
     )
     return Sam2Processor(image_processor=image_processor)
+
+
+def build_video_processor(image_size: int) -> Sam2VideoProcessor:
+    """The `Sam2VideoProcessor` that matches a model's input size, for the video reference."""
+    return Sam2VideoProcessor(
+        image_processor=build_processor(image_size).image_processor,
+        video_processor=Sam2VideoVideoProcessor(size={"height": image_size, "width": image_size}),
+    )
 
 
 @dataclass

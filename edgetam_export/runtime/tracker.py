@@ -1,0 +1,391 @@
+"""Video tracking on an exported bundle: the memory bank and the per-frame loop of EdgeTamVideoModel.
+
+The semantics follow transformers' video inference session: prompts make a frame a conditioning
+frame for an object; every other frame is conditioned on all conditioning frames plus the
+`num_maskmem - 1` most recent tracked frames and up to 16 object pointers. All objects that need
+work on a frame go through each stage together (one call per stage per frame, chunked by the
+bundle's max_objects), and the first memory-attention layer's self-attention is shared by them.
+Memory stays bounded: tracked-frame memories farther than `memory_window` frames from the last
+processed frame are dropped (corrections within that window behave exactly as the reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgetam_export.bundle import Bundle, read_bundle
+from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.runtime.predictor import load_runners
+from edgetam_export.runtime.processing import preprocess_image, resize_logits, stability_scores, STABILITY_THRESHOLD
+from edgetam_export.runtime.video import VideoFrames
+from edgetam_export.stages.spec import (
+    BOX_CORNER_LABELS,
+    EMPTY_SLOT_LABEL,
+    NEGATIVE_LABEL,
+    NOT_A_POINT_LABEL,
+    POSITIVE_LABEL,
+)
+
+#: transformers' placeholder logit for the masks of an object predicted absent.
+NO_OBJECT_SCORE = -1024.0
+
+
+@dataclass
+class FrameMemory:
+    """What one processed frame leaves for later frames of one object."""
+
+    mask_logits: np.ndarray  # (m, m) low-resolution, -1024 everywhere if the object is absent
+    object_score: float
+    pointer: np.ndarray  # (256,)
+    memory_features: np.ndarray  # (T, 64)
+    memory_positions: np.ndarray  # (T, 64)
+
+
+@dataclass
+class TrackedObject:
+    obj_id: int
+    prompts: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # frame -> (coords, labels)
+    conditioning: dict[int, FrameMemory] = field(default_factory=dict)
+    tracked: dict[int, FrameMemory] = field(default_factory=dict)
+    tracked_direction: dict[int, bool] = field(default_factory=dict)  # frame -> reverse
+
+
+@dataclass
+class FrameResult:
+    """Masks of every object on one frame."""
+
+    frame_idx: int
+    obj_ids: list[int]
+    mask_logits: np.ndarray  # (objects, m, m) low-resolution logits
+    object_score_logits: np.ndarray  # (objects,)
+    height: int
+    width: int
+
+    def masks(self) -> np.ndarray:
+        """(objects, height, width) boolean masks at the video's resolution."""
+        return resize_logits(self.mask_logits, self.height, self.width) > 0.0
+
+
+@dataclass
+class _Work:
+    obj: TrackedObject
+    initial: bool
+    reverse: bool
+    prompt: tuple[np.ndarray, np.ndarray] | None
+
+
+class TrackingSession:
+    """One video and its objects: add prompts, run frames, propagate."""
+
+    def __init__(self, tracker: EdgeTamTracker, frames: VideoFrames, memory_window: int | None) -> None:
+        self.tracker = tracker
+        self.frames = frames
+        self.memory_window = memory_window
+        self.objects: dict[int, TrackedObject] = {}
+        self.objects_with_new_prompts: list[int] = []
+        self._features: tuple[int, dict[str, np.ndarray]] | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    def add_prompt(
+        self,
+        frame_idx: int,
+        obj_id: int,
+        points: list[tuple[float, float]] | None = None,
+        labels: list[int] | None = None,
+        box: tuple[float, float, float, float] | None = None,
+    ) -> None:
+        """Clicks (label 1 positive, 0 negative) and/or a box for one object on one frame, in video pixels.
+
+        As in transformers, new prompts replace the object's earlier prompts on that frame, and
+        only the objects prompted by the latest call count as newly prompted.
+        """
+        if not 0 <= frame_idx < self.num_frames:
+            raise EdgeTamExportError(f"frame {frame_idx} does not exist: the video has frames 0 to {self.num_frames - 1}")
+        if points is None and box is None:
+            raise EdgeTamExportError(f"object {obj_id}: give points or a box")
+        if obj_id not in self.objects and len(self.objects) >= self.tracker.max_tracked_objects:
+            raise EdgeTamExportError(
+                f"object {obj_id} would be object {len(self.objects) + 1}; this tracker holds at most "
+                f"{self.tracker.max_tracked_objects} (raise max_tracked_objects)"
+            )
+        width, height = self.frames.width, self.frames.height
+        xy = np.asarray(points if points is not None else [], np.float32).reshape(-1, 2)
+        lab = np.asarray(labels if labels is not None else [POSITIVE_LABEL] * len(xy), np.int32).reshape(-1)
+        if len(lab) != len(xy):
+            raise EdgeTamExportError(f"object {obj_id}: {len(xy)} points but {len(lab)} labels")
+        if not set(lab.tolist()) <= {POSITIVE_LABEL, NEGATIVE_LABEL}:
+            raise EdgeTamExportError(f"object {obj_id}: point labels must be 1 or 0, got {lab.tolist()}")
+        if box is not None:
+            corners = np.asarray(box, np.float32).reshape(2, 2)
+            xy = np.concatenate([corners, xy])
+            lab = np.concatenate([np.array(BOX_CORNER_LABELS, np.int32), lab])
+        outside = (xy[:, 0] < 0) | (xy[:, 0] > width) | (xy[:, 1] < 0) | (xy[:, 1] > height)
+        if outside.any():
+            raise EdgeTamExportError(
+                f"object {obj_id}: prompt {xy[outside].tolist()} lies outside the {width}x{height} frame"
+            )
+        size = self.tracker.image_size
+        scale = np.array([size / width, size / height], np.float32)
+        self.objects.setdefault(obj_id, TrackedObject(obj_id)).prompts[frame_idx] = (xy * scale, lab)
+        self.objects_with_new_prompts = [obj_id]
+
+    def run_frame(self, frame_idx: int, reverse: bool = False) -> FrameResult:
+        """Segment every object on one frame (the prompted frame after add_prompt, or the next tracked one)."""
+        if not self.objects:
+            raise EdgeTamExportError("no objects to track: add a prompt first")
+        if not 0 <= frame_idx < self.num_frames:
+            raise EdgeTamExportError(f"frame {frame_idx} does not exist: the video has frames 0 to {self.num_frames - 1}")
+        results: dict[int, FrameMemory] = {}
+        work: list[_Work] = []
+        for obj in self.objects.values():
+            is_new = obj.obj_id in self.objects_with_new_prompts
+            if not is_new and frame_idx in obj.conditioning:
+                results[obj.obj_id] = obj.conditioning[frame_idx]
+                continue
+            initial, prompt = False, None
+            if is_new:
+                initial = frame_idx not in obj.tracked_direction
+                if initial:
+                    reverse = False  # as transformers does: from here on, for every later object too
+                prompt = obj.prompts.get(frame_idx)
+                if prompt is not None:
+                    self.objects_with_new_prompts.remove(obj.obj_id)
+            if not initial and not obj.conditioning:
+                raise EdgeTamExportError(
+                    f"object {obj.obj_id} has no prompted frame yet: call run_frame on the prompted frame after "
+                    "each add_prompt (only the latest add_prompt counts as new, as in transformers)"
+                )
+            work.append(_Work(obj, initial, reverse, prompt))
+        if work:
+            for item, memory in zip(work, self._compute(frame_idx, work)):
+                results[item.obj.obj_id] = memory
+                if item.initial:
+                    item.obj.conditioning[frame_idx] = memory
+                else:
+                    item.obj.tracked[frame_idx] = memory
+                    item.obj.tracked_direction[frame_idx] = item.reverse
+            self._forget(frame_idx)
+        ids = list(self.objects)
+        return FrameResult(
+            frame_idx=frame_idx,
+            obj_ids=ids,
+            mask_logits=np.stack([results[i].mask_logits for i in ids]),
+            object_score_logits=np.array([results[i].object_score for i in ids], np.float32),
+            height=self.frames.height,
+            width=self.frames.width,
+        )
+
+    def propagate(
+        self, start_frame: int | None = None, max_frames: int | None = None, reverse: bool = False
+    ) -> Iterator[FrameResult]:
+        """Track every object frame after frame, as `propagate_in_video_iterator` does."""
+        if start_frame is None:
+            prompted = [f for obj in self.objects.values() for f in obj.conditioning]
+            if not prompted:
+                raise EdgeTamExportError("nothing to propagate: add a prompt and run_frame on it first")
+            start_frame = min(prompted)
+        max_frames = self.num_frames if max_frames is None else max_frames
+        if reverse:
+            end = max(start_frame - max_frames, 0)
+            order = range(start_frame, end - 1, -1) if start_frame > 0 else range(0)
+        else:
+            end = min(start_frame + max_frames, self.num_frames - 1)
+            order = range(start_frame, end + 1)
+        for frame_idx in order:
+            yield self.run_frame(frame_idx, reverse=reverse)
+
+    # -- the per-frame computation --------------------------------------------------------------
+
+    def _frame_features(self, frame_idx: int) -> dict[str, np.ndarray]:
+        if self._features is None or self._features[0] != frame_idx:
+            pixels = preprocess_image(self.frames.frame(frame_idx), self.tracker.image_size)
+            self._features = (frame_idx, self.tracker.runners["image_encoder"].run({"pixel_values": pixels}))
+        return self._features[1]
+
+    def _compute(self, frame_idx: int, work: list[_Work]) -> list[FrameMemory]:
+        tracker = self.tracker
+        features = self._frame_features(frame_idx)
+        embeddings = np.repeat(features["image_embeddings"], len(work), axis=0)
+        tracked = [i for i, item in enumerate(work) if not item.initial]
+        if tracked:
+            banks = [self._bank(work[i].obj, frame_idx, work[i].reverse) for i in tracked]
+            inputs = {name: np.stack([bank[name] for bank in banks]) for name in banks[0]}
+            inputs["vision_features"] = features["vision_features"]
+            conditioned = tracker.run_batched("memory_attention", inputs)["conditioned_features"]
+            embeddings[tracked] = conditioned
+        coords, labels, multimask = tracker.video_prompt_slots([item.prompt for item in work])
+        count = len(work)
+        mask_size = tracker.image_size // 4
+        decoded = tracker.run_batched("prompt_decoder", {
+            "image_embeddings": embeddings,
+            "high_res_features_0": features["high_res_features_0"],
+            "high_res_features_1": features["high_res_features_1"],
+            "point_coords": coords,
+            "point_labels": labels,
+            "mask_input": np.zeros((count, 1, mask_size, mask_size), np.float32),
+            "has_mask_input": np.zeros(count, np.float32),
+        })
+        masks, pointers = select_for_tracking(decoded, multimask)
+        scores = decoded["object_score_logits"][:, 0]
+        masks = np.where(scores[:, None, None] > 0, masks, np.float32(NO_OBJECT_SCORE))
+        encoded = tracker.run_batched("memory_encoder", {
+            "vision_features": features["vision_features"],
+            "mask_logits": masks[:, None],
+            "object_score_logits": decoded["object_score_logits"],
+            "mask_is_binary": np.array([item.prompt is not None for item in work], np.float32),
+        })
+        return [
+            FrameMemory(masks[i], float(scores[i]), pointers[i], encoded["memory_features"][i],
+                        encoded["memory_positions"][i])
+            for i in range(count)
+        ]
+
+    def _bank(self, obj: TrackedObject, frame_idx: int, reverse: bool) -> dict[str, np.ndarray]:
+        """Fill the fixed-capacity memory_attention inputs for one object, as the reference gathers memory."""
+        tracker = self.tracker
+        num_maskmem = tracker.temporal_encodings
+        slots: list[tuple[FrameMemory, int]] = [(memory, num_maskmem - 1) for memory in obj.conditioning.values()]
+        for offset in range(num_maskmem - 1, 0, -1):
+            previous = frame_idx + offset if reverse else frame_idx - offset
+            if previous in obj.tracked:
+                slots.append((obj.tracked[previous], offset - 1))
+        pointers = [m.pointer for t, m in obj.conditioning.items() if (t >= frame_idx if reverse else t <= frame_idx)]
+        max_pointers = min(self.num_frames, tracker.pointer_slots)
+        for distance in range(1, max_pointers):
+            reference = frame_idx + distance if reverse else frame_idx - distance
+            if reference < 0 or reference >= self.num_frames:
+                break
+            if reference in obj.tracked:
+                pointers.append(obj.tracked[reference].pointer)
+        if len(slots) > tracker.memory_slots or len(pointers) > tracker.pointer_slots:
+            raise EdgeTamExportError(
+                f"object {obj.obj_id} needs {len(slots)} memories and {len(pointers)} pointers on frame {frame_idx}; "
+                f"the bundle holds {tracker.memory_slots} and {tracker.pointer_slots} (prompt fewer frames, or "
+                "re-export with a larger --memory-slots)"
+            )
+        tokens, dim = tracker.memory_tokens, tracker.memory_dim
+        features = np.zeros((tracker.memory_slots * tokens, dim), np.float32)
+        positions = np.zeros_like(features)
+        time_index = np.zeros(tracker.memory_slots, np.int32)
+        valid = np.zeros(tracker.memory_slots, np.float32)
+        for slot, (memory, row) in enumerate(slots):
+            features[slot * tokens : (slot + 1) * tokens] = memory.memory_features
+            positions[slot * tokens : (slot + 1) * tokens] = memory.memory_positions
+            time_index[slot], valid[slot] = row, 1.0
+        object_pointers = np.zeros((tracker.pointer_slots, tracker.hidden_size), np.float32)
+        pointer_valid = np.zeros(tracker.pointer_slots, np.float32)
+        if pointers:
+            object_pointers[: len(pointers)] = np.stack(pointers)
+            pointer_valid[: len(pointers)] = 1.0
+        return {
+            "memory_features": features,
+            "memory_positions": positions,
+            "memory_time_index": time_index,
+            "memory_valid": valid,
+            "object_pointers": object_pointers,
+            "pointer_valid": pointer_valid,
+        }
+
+    def _forget(self, frame_idx: int) -> None:
+        """Drop tracked-frame memories outside the window around the last processed frame."""
+        if self.memory_window is None:
+            return
+        for obj in self.objects.values():
+            for old in [t for t in obj.tracked if abs(t - frame_idx) > self.memory_window]:
+                del obj.tracked[old]
+
+
+def select_for_tracking(decoded: dict[str, np.ndarray], multimask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask logits, object pointer) per object, picked as the video model picks them.
+
+    Multimask: the best-scored of tokens 1..3 gives both. Single mask: token 0's mask unless it is
+    unstable (then the best multimask mask), but always token 0's pointer.
+    """
+    logits, ious, pointers = decoded["mask_logits"], decoded["iou_scores"], decoded["object_pointers"]
+    rows = np.arange(len(logits))
+    best = ious[:, 1:].argmax(axis=1) + 1
+    stable = stability_scores(logits[:, 0]) >= STABILITY_THRESHOLD
+    mask_token = np.where(multimask, best, np.where(stable, 0, best))
+    pointer_token = np.where(multimask, best, 0)
+    return logits[rows, mask_token], pointers[rows, pointer_token]
+
+
+class EdgeTamTracker:
+    """Runs a bundle's four stages over video frames."""
+
+    def __init__(self, bundle: Bundle, runners: dict, max_tracked_objects: int = 64) -> None:
+        self.bundle = bundle
+        self.runners = runners
+        shapes = bundle.manifest["shapes"]
+        self.image_size = int(shapes["image_size"])
+        self.hidden_size = int(shapes["hidden_size"])
+        self.memory_dim = int(shapes["memory_dim"])
+        self.memory_tokens = int(shapes["memory_tokens"])
+        self.point_slots = int(shapes["point_slots"])
+        self.max_objects = int(shapes["max_objects"])
+        self.memory_slots = int(shapes["memory_slots"])
+        self.pointer_slots = int(shapes["pointer_slots"])
+        self.temporal_encodings = int(shapes["temporal_encodings"])
+        self.max_tracked_objects = max_tracked_objects
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, max_tracked_objects: int = 64) -> EdgeTamTracker:
+        bundle = read_bundle(path)
+        stages = ["image_encoder", "prompt_decoder", "memory_encoder", "memory_attention"]
+        return cls(bundle, load_runners(bundle, stages), max_tracked_objects)
+
+    def init_session(
+        self, video: str | Path | list[Image.Image] | VideoFrames, memory_window: int | None = 32
+    ) -> TrackingSession:
+        """A session over a folder of frames, a video file or a list of images."""
+        frames = video if isinstance(video, VideoFrames) else VideoFrames(video)
+        if memory_window is not None and memory_window < max(self.temporal_encodings, self.pointer_slots):
+            raise EdgeTamExportError(
+                f"memory_window must be at least {max(self.temporal_encodings, self.pointer_slots)} frames"
+            )
+        return TrackingSession(self, frames, memory_window)
+
+    def run_batched(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run a stage over any number of objects, in chunks of the bundle's max_objects."""
+        spec = self.runners[stage].spec
+        per_object = {t.name for t in spec.inputs if t.has_objects_axis()}
+        count = len(next(inputs[name] for name in per_object))
+        outputs: dict[str, list[np.ndarray]] = {}
+        for start in range(0, count, self.max_objects):
+            chunk = {
+                name: value[start : start + self.max_objects] if name in per_object else value
+                for name, value in inputs.items()
+            }
+            for name, value in self.runners[stage].run(chunk).items():
+                outputs.setdefault(name, []).append(value)
+        return {name: np.concatenate(values) for name, values in outputs.items()}
+
+    def video_prompt_slots(
+        self, prompts: list[tuple[np.ndarray, np.ndarray] | None]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decoder slots for video prompts, as the video model builds them: box corners, clicks, one
+        not-a-point token (two not-a-point tokens for a frame without prompt); and whether each
+        object asks for multimask output (at most one prompt point, as `_use_multimask`)."""
+        count = len(prompts)
+        coords = np.zeros((count, self.point_slots, 2), np.float32)
+        labels = np.full((count, self.point_slots), EMPTY_SLOT_LABEL, np.int32)
+        multimask = np.zeros(count, bool)
+        for i, prompt in enumerate(prompts):
+            xy, lab = prompt if prompt is not None else (np.zeros((1, 2), np.float32), np.array([NOT_A_POINT_LABEL]))
+            multimask[i] = prompt is None or len(lab) <= 1
+            if len(lab) + 1 > self.point_slots:
+                raise EdgeTamExportError(
+                    f"a prompt of {len(lab)} points needs {len(lab) + 1} slots; the bundle has {self.point_slots}"
+                )
+            coords[i, : len(lab)] = xy
+            labels[i, : len(lab)] = lab
+            labels[i, len(lab)] = NOT_A_POINT_LABEL
+        return coords, labels, multimask

@@ -1,0 +1,159 @@
+"""Video parity: play one script of prompts and propagations through transformers' EdgeTamVideoModel and
+through a bundle's EdgeTamTracker, and compare the masks of every object on every frame."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgetam_export.reference import Reference, build_video_processor
+from edgetam_export.runtime.tracker import EdgeTamTracker
+
+
+@dataclass(frozen=True)
+class Prompt:
+    frame: int
+    obj_id: int
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    frame: int
+
+
+@dataclass(frozen=True)
+class Propagate:
+    start: int | None = None
+    max_frames: int | None = None
+    reverse: bool = False
+
+
+Step = Prompt | Run | Propagate
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def run_reference(reference: Reference, frames: list[Image.Image], script: list[Step]) -> list[dict[int, np.ndarray]]:
+    """Masks per output event ({obj_id: mask}) from transformers' video session and propagation."""
+    processor = build_video_processor(reference.image_size)
+    model = reference.video_model
+    session = processor.init_video_session(video=frames, inference_device="cpu")
+    size = [[session.video_height, session.video_width]]
+    events: list[dict[int, np.ndarray]] = []
+
+    def record(output) -> None:
+        masks = processor.post_process_masks([output.pred_masks], original_sizes=size, binarize=False)[0]
+        events.append({obj: (masks[i, 0] > 0).numpy() for i, obj in enumerate(output.object_ids)})
+
+    with torch.inference_mode():
+        for step in script:
+            if isinstance(step, Prompt):
+                kwargs = {}
+                if step.points:
+                    kwargs |= {"input_points": [[[list(p) for p in step.points]]], "input_labels": [[list(step.labels)]]}
+                if step.box is not None:
+                    kwargs["input_boxes"] = [[list(step.box)]]
+                processor.add_inputs_to_inference_session(
+                    inference_session=session, frame_idx=step.frame, obj_ids=step.obj_id, **kwargs
+                )
+            elif isinstance(step, Run):
+                record(model(inference_session=session, frame_idx=step.frame))
+            else:
+                for output in model.propagate_in_video_iterator(
+                    session, start_frame_idx=step.start, max_frame_num_to_track=step.max_frames, reverse=step.reverse
+                ):
+                    record(output)
+    return events
+
+
+def run_bundle(tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step]) -> tuple[list, list[int]]:
+    """Masks per output event from the bundle, and the frame index of each event."""
+    session = tracker.init_session(frames)
+    events, frame_ids = [], []
+
+    def record(result) -> None:
+        masks = result.masks()
+        events.append({obj: masks[i] for i, obj in enumerate(result.obj_ids)})
+        frame_ids.append(result.frame_idx)
+
+    for step in script:
+        if isinstance(step, Prompt):
+            session.add_prompt(step.frame, step.obj_id, list(step.points) or None, list(step.labels) or None, step.box)
+        elif isinstance(step, Run):
+            record(session.run_frame(step.frame))
+        else:
+            for result in session.propagate(step.start, step.max_frames, step.reverse):
+                record(result)
+    return events, frame_ids
+
+
+@dataclass
+class TrackingParity:
+    """Per event (one frame of a run or a propagation): the IoU of each object's mask with the reference."""
+
+    frames: list[int] = field(default_factory=list)
+    ious: list[dict[int, float]] = field(default_factory=list)
+    areas: list[dict[int, float]] = field(default_factory=list)
+
+    @property
+    def min_iou(self) -> float:
+        return min(min(entry.values()) for entry in self.ious)
+
+    def to_json(self) -> dict:
+        return {
+            "events": len(self.frames),
+            "min_iou": self.min_iou,
+            "mean_iou": float(np.mean([v for entry in self.ious for v in entry.values()])),
+            "per_frame": [
+                {"frame": f, "iou": {str(k): round(v, 6) for k, v in iou.items()},
+                 "reference_area": {str(k): round(v, 4) for k, v in area.items()}}
+                for f, iou, area in zip(self.frames, self.ious, self.areas)
+            ],
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+
+def compare_tracking(
+    reference: Reference, tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step]
+) -> TrackingParity:
+    expected = run_reference(reference, frames, script)
+    got, frame_ids = run_bundle(tracker, frames, script)
+    if len(expected) != len(got):
+        raise AssertionError(f"reference produced {len(expected)} frame results, the bundle {len(got)}")
+    parity = TrackingParity()
+    for frame, ref, ours in zip(frame_ids, expected, got):
+        if set(ref) != set(ours):
+            raise AssertionError(f"frame {frame}: objects {sorted(ours)} != reference {sorted(ref)}")
+        parity.frames.append(frame)
+        parity.ious.append({obj: mask_iou(ours[obj], ref[obj]) for obj in ref})
+        parity.areas.append({obj: float(ref[obj].mean()) for obj in ref})
+    return parity
+
+
+#: The scripted sessions of the parity suite, on the 200-frame bedroom clip (960x540).
+SCRIPTS: dict[str, list[Step]] = {
+    "one-object": [Prompt(0, 1, ((210, 350),), (1,)), Run(0), Propagate()],
+    "three-objects-on-different-frames": [
+        Prompt(0, 1, ((210, 350),), (1,)), Run(0), Propagate(0, 60),
+        Prompt(60, 2, box=(500, 150, 800, 450)), Run(60), Propagate(60, 60),
+        Prompt(120, 3, ((700, 300), (650, 350)), (1, 0)), Run(120), Propagate(120),
+    ],
+    "reverse-and-correction": [
+        Prompt(150, 1, ((400, 250),), (1,)), Run(150), Propagate(150, 50, reverse=True),
+        Prompt(110, 1, ((420, 260), (300, 200)), (1, 0)), Run(110), Propagate(110, 40),
+    ],
+}

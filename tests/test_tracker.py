@@ -1,0 +1,100 @@
+"""Video tracking on bundles reproduces transformers' EdgeTamVideoModel on all 200 frames of the clip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.runtime.tracker import EdgeTamTracker
+from edgetam_export.tracking_parity import SCRIPTS, compare_tracking
+
+MIN_IOU = 0.99
+
+
+@pytest.fixture(scope="module")
+def frames(data_dir):
+    paths = sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))
+    assert len(paths) == 200
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+@pytest.mark.parametrize("backend", ["executorch-xnnpack-fp32", "onnx-fp32"])
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_tracking_matches_the_video_model(tiny_reference, tiny_bundles, frames, backend, script):
+    if backend == "executorch-xnnpack-fp32" and script != "three-objects-on-different-frames":
+        pytest.skip("ExecuTorch runs the most demanding script; ONNX Runtime runs all three (CI time budget)")
+    tracker = EdgeTamTracker.from_bundle(tiny_bundles[backend].path)
+    parity = compare_tracking(tiny_reference, tracker, frames, SCRIPTS[script])
+    assert parity.min_iou >= MIN_IOU, parity.to_json()["per_frame"][:3]
+    tracked_frames = set(parity.frames)
+    if script == "one-object":
+        assert tracked_frames == set(range(200))
+    if script == "three-objects-on-different-frames":
+        assert max(len(entry) for entry in parity.ious) == 3 and 199 in tracked_frames
+    # The reference masks say something: neither empty nor the whole frame, on most frames.
+    areas = [a for entry in parity.areas for a in entry.values()]
+    assert np.median(areas) < 0.99 and np.median(areas) > 0.01
+
+
+def test_memory_is_bounded_and_objects_are_batched(tiny_bundles, frames, monkeypatch):
+    tracker = EdgeTamTracker.from_bundle(tiny_bundles["onnx-fp32"].path)
+    calls = {"memory_attention": 0, "prompt_decoder": 0}
+    original = tracker.run_batched
+
+    def counting(stage, inputs):
+        if stage in calls:
+            calls[stage] += 1
+        return original(stage, inputs)
+
+    monkeypatch.setattr(tracker, "run_batched", counting)
+    session = tracker.init_session(frames[:60], memory_window=16)
+    for obj in range(3):
+        session.add_prompt(0, obj, points=[(200 + 150 * obj, 300)])
+        session.run_frame(0)
+    calls.update(memory_attention=0, prompt_decoder=0)
+    results = list(session.propagate(1))
+    assert len(results) == 59 and results[-1].mask_logits.shape[0] == 3
+    # One call per stage per frame for all three objects together.
+    assert calls == {"memory_attention": 59, "prompt_decoder": 59}
+    for obj in session.objects.values():
+        assert max(obj.tracked) - min(obj.tracked) <= 16
+
+
+def test_bad_video_input_is_one_clear_error(tiny_bundles, frames, tmp_path, data_dir):
+    tracker = EdgeTamTracker.from_bundle(tiny_bundles["onnx-fp32"].path)
+    session = tracker.init_session(frames[:10])
+    with pytest.raises(EdgeTamExportError, match="frame 10 does not exist"):
+        session.add_prompt(10, 1, points=[(10, 10)])
+    with pytest.raises(EdgeTamExportError, match="outside the 960x540 frame"):
+        session.add_prompt(0, 1, points=[(1000, 10)])
+    with pytest.raises(EdgeTamExportError, match="no objects to track"):
+        session.run_frame(0)
+    with pytest.raises(EdgeTamExportError, match="nothing to propagate"):
+        list(session.propagate())
+    small = tracker.init_session(frames[:2], memory_window=None)
+    small.add_prompt(0, 1, points=[(10, 10)])
+    small.add_prompt(0, 2, points=[(20, 10)])
+    # As in transformers, only the latest add_prompt counts as new: object 1 was never run.
+    with pytest.raises(EdgeTamExportError, match="object 1 has no prompted frame yet"):
+        small.run_frame(0)
+    limited = EdgeTamTracker(tracker.bundle, tracker.runners, max_tracked_objects=1).init_session(frames[:2])
+    limited.add_prompt(0, 1, points=[(10, 10)])
+    with pytest.raises(EdgeTamExportError, match="holds at most 1"):
+        limited.add_prompt(0, 2, points=[(10, 10)])
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames[0].save(folder / "00000.jpg")
+    frames[1].resize((480, 270)).save(folder / "00001.jpg")
+    (folder / "00002.jpg").write_bytes(b"broken")
+    mixed = tracker.init_session(folder)
+    with pytest.raises(EdgeTamExportError, match="frame 1 is 480x270 but the video is 960x540"):
+        mixed.frames.frame(1)
+    with pytest.raises(EdgeTamExportError, match="frame 2 .* cannot be decoded"):
+        mixed.frames.frame(2)
+    with pytest.raises(EdgeTamExportError, match="does not exist"):
+        tracker.init_session(tmp_path / "missing")
