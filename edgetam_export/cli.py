@@ -231,6 +231,48 @@ def segment(
     typer.echo(f"{result['objects']} objects, {len(result['masks'])} masks in {result['seconds']} s -> {out}")
 
 
+@app.command()
+def track(
+    video: Annotated[Path, typer.Argument(help="Folder of frames or a video file.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (masks/, overlay.mp4, summary.json).")],
+    point: Annotated[
+        Optional[list[str]], typer.Option("--point", help="FRAME:OBJ:X,Y[,LABEL] in video pixels; LABEL 1 or 0.")
+    ] = None,
+    box: Annotated[Optional[list[str]], typer.Option("--box", help="FRAME:OBJ:X0,Y0,X1,Y1 in video pixels.")] = None,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Also track back from the first prompt to frame 0.")] = False,
+    fps: Annotated[float, typer.Option("--fps", help="Frame rate of overlay.mp4.")] = 24.0,
+) -> None:
+    """Track objects through a video from clicks and boxes; write per-frame masks and an overlay video."""
+    from edgetam_export.runtime.track import VideoPrompt, track_video
+
+    prompts = []
+    for option, texts, counts, usage in (
+        ("--point", point or [], (2, 3), "FRAME:OBJ:X,Y[,LABEL]"),
+        ("--box", box or [], (4,), "FRAME:OBJ:X0,Y0,X1,Y1"),
+    ):
+        for text in texts:
+            head, _, rest = text.partition(":")
+            obj, numbers = _numbers(rest, option, counts, usage) if head.isdigit() else (None, [])
+            if obj is None:
+                raise EdgeTamExportError(f"{option} '{text}' is not {usage}")
+            if option == "--box":
+                prompts.append(VideoPrompt(int(head), obj, box=tuple(numbers)))
+            else:
+                label = int(numbers[2]) if len(numbers) == 3 else 1
+                prompts.append(VideoPrompt(int(head), obj, point=(numbers[0], numbers[1]), label=label))
+
+    def report(frame: int, rate: float) -> None:
+        if frame % 10 == 0:
+            typer.echo(f"  frame {frame}  {rate:.2f} frames/s", err=True)
+
+    summary = track_video(bundle, video, out, prompts, reverse, fps, report)
+    typer.echo(
+        f"tracked {len(summary['objects'])} objects over {summary['frames_tracked']} frames in {summary['seconds']} s "
+        f"({summary['frames_per_second']} frames/s) -> {out}"
+    )
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     try:

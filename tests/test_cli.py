@@ -141,3 +141,46 @@ def test_segment_unreadable_image(onnx_bundle, tmp_path):
         cli("segment", str(broken), "--bundle", onnx_bundle, "--point", "1,1", "--out", str(tmp_path / "o")),
         "cannot decode image",
     )
+
+
+def test_track_writes_masks_overlay_video_and_summary(onnx_bundle, data_dir, tmp_path):
+    from PIL import Image
+
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for path in sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:12]:
+        (frames / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "tracked"
+    result = cli("track", str(frames), "--bundle", onnx_bundle, "--point", "0:1:210,350",
+                 "--box", "4:2:500,150,800,450", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "frames/s" in result.stderr
+    assert sorted(p.name for p in (out / "masks" / "1").iterdir()) == [f"{i:05d}.png" for i in range(12)]
+    assert sorted(p.name for p in (out / "masks" / "2").iterdir()) == [f"{i:05d}.png" for i in range(4, 12)]
+    assert Image.open(out / "masks" / "2" / "00004.png").size == (960, 540)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_tracked"] == 12 and summary["objects"] == [1, 2]
+    assert set(summary["stage_seconds"]) == {"image_encoder", "prompt_decoder", "memory_encoder", "memory_attention"}
+    import imageio.v2 as imageio
+
+    assert imageio.get_reader(str(out / "overlay.mp4")).count_frames() == 12
+
+    # A frame of another size part-way: one error line, and the masks of earlier frames stay.
+    Image.open(frames / "00008.jpg").resize((480, 270)).save(frames / "00008.jpg")
+    broken = cli("track", str(frames), "--bundle", onnx_bundle, "--point", "0:1:210,350", "--out", str(tmp_path / "b"))
+    assert_one_line_error(broken, "frame 8 is 480x270 but the video is 960x540")
+    assert len(list((tmp_path / "b" / "masks" / "1").iterdir())) == 8
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (("--point", "250:1:10,10"), "a prompt is on frame 250"),
+        (("--point", "0:1:5000,10"), "outside the 960x540 frame"),
+        (("--point", "x:1:10,10"), "is not FRAME:OBJ:X,Y[,LABEL]"),
+        ((), "no prompt given"),
+    ],
+)
+def test_track_bad_input(onnx_bundle, data_dir, tmp_path, extra, fragment):
+    video = data_dir / "videos" / "bedroom"
+    assert_one_line_error(cli("track", str(video), "--bundle", onnx_bundle, "--out", str(tmp_path), *extra), fragment)

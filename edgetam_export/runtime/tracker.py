@@ -11,6 +11,7 @@ processed frame are dropped (corrections within that window behave exactly as th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,7 +208,7 @@ class TrackingSession:
     def _frame_features(self, frame_idx: int) -> dict[str, np.ndarray]:
         if self._features is None or self._features[0] != frame_idx:
             pixels = preprocess_image(self.frames.frame(frame_idx), self.tracker.image_size)
-            self._features = (frame_idx, self.tracker.runners["image_encoder"].run({"pixel_values": pixels}))
+            self._features = (frame_idx, self.tracker.run_stage("image_encoder", {"pixel_values": pixels}))
         return self._features[1]
 
     def _compute(self, frame_idx: int, work: list[_Work]) -> list[FrameMemory]:
@@ -335,6 +336,14 @@ class EdgeTamTracker:
         self.pointer_slots = int(shapes["pointer_slots"])
         self.temporal_encodings = int(shapes["temporal_encodings"])
         self.max_tracked_objects = max_tracked_objects
+        #: Seconds spent in each stage since creation (the host work between stages is not counted).
+        self.stage_seconds: dict[str, float] = {}
+
+    def run_stage(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        outputs = self.runners[stage].run(inputs)
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+        return outputs
 
     @classmethod
     def from_bundle(cls, path: str | Path, max_tracked_objects: int = 64) -> EdgeTamTracker:
@@ -364,7 +373,7 @@ class EdgeTamTracker:
                 name: value[start : start + self.max_objects] if name in per_object else value
                 for name, value in inputs.items()
             }
-            for name, value in self.runners[stage].run(chunk).items():
+            for name, value in self.run_stage(stage, chunk).items():
                 outputs.setdefault(name, []).append(value)
         return {name: np.concatenate(values) for name, values in outputs.items()}
 
