@@ -273,6 +273,53 @@ def track(
     )
 
 
+bench_app = typer.Typer(help="Benchmark bundles (latency, FPS, FLOPs) and merge device runs.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("run")
+def bench_run(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundles of the same weights, benchmarked side by side.")],
+    report: Annotated[Path, typer.Option("--report", help="Results JSON to write.")],
+    markdown: Annotated[
+        Optional[Path], typer.Option("--markdown", help="Also render a Markdown report (plots beside it).")
+    ] = None,
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs per measurement (after 2 warm-up runs).")] = 10,
+    video_frames: Annotated[int, typer.Option("--video-frames", help="Frames of videos/bedroom to track.")] = 16,
+    objects: Annotated[str, typer.Option("--objects", help="Object counts for video FPS.")] = "1,2,4,8",
+    data: DataOption = None,
+) -> None:
+    """Measure every stage, image mode and video FPS for the bundles and eager PyTorch, in one process."""
+    from edgetam_export.bench import run_benchmarks, validate
+    from edgetam_export.bench_report import write_report
+
+    counts = tuple(int(n) for n in objects.split(",") if n.strip())
+    results = run_benchmarks(bundles, data_dir=data, runs=runs, video_frames=video_frames, object_counts=counts)
+    validate(results, "results.schema.json")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(results, indent=1) + "\n")
+    typer.echo(f"results written to {report}")
+    if markdown:
+        write_report(results, markdown)
+        typer.echo(f"report written to {markdown}")
+
+
+@bench_app.command("import")
+def bench_import(
+    device_run: Annotated[Path, typer.Argument(help="A device_run.schema.json file from the iOS demo or Android.")],
+    report: Annotated[Path, typer.Option("--report", help="Results JSON to merge it into.")],
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Re-render this Markdown report.")] = None,
+) -> None:
+    """Validate a device benchmark run and merge it into a results file."""
+    from edgetam_export.bench import merge_device_run
+    from edgetam_export.bench_report import write_report
+
+    results = merge_device_run(report, device_run)
+    typer.echo(f"merged {device_run} into {report} ({len(results['device_runs'])} device runs)")
+    if markdown:
+        write_report(results, markdown)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     try:

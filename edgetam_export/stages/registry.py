@@ -38,7 +38,7 @@ class StageDefinition:
         """
         model = copy.deepcopy(model)
         model.config._attn_implementation = "eager"
-        module = self.wrapper(model, shapes).eval()
+        module = self.wrapper(model, shapes).eval().requires_grad_(False)
         assert_all_contiguous(module)
         return module
 

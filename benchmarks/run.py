@@ -1,0 +1,59 @@
+"""Standard benchmark matrix: export the full-size model for each fp32 backend, benchmark them side by
+side with eager PyTorch in one process, and write benchmarks/results/<name>.json and benchmarks/REPORT.md.
+
+    python benchmarks/run.py                      # full size, about 20 minutes on 2 cores
+    python benchmarks/run.py --size tiny --name smoke --video-frames 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from edgetam_export.bench import run_benchmarks, validate
+from edgetam_export.bench_report import write_report
+from edgetam_export.bundle import read_bundle
+from edgetam_export.export import export_bundle
+from edgetam_export.recipes import load_recipe
+from edgetam_export.reference import random_reference
+from edgetam_export.samples import default_data_dir
+
+HERE = Path(__file__).resolve().parent
+RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="full", choices=["full", "tiny"])
+    parser.add_argument("--name", default="cpu-2core-full")
+    parser.add_argument("--models", type=Path, default=HERE.parent / "models")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--video-frames", type=int, default=16)
+    parser.add_argument("--reuse", action="store_true", help="reuse bundles already in --models")
+    args = parser.parse_args()
+
+    reference = random_reference(seed=0, size=args.size)
+    data_dir = default_data_dir()
+    paths = []
+    for recipe in RECIPES:
+        out = args.models / f"bench-{args.size}-{recipe}"
+        if not (args.reuse and (out / "manifest.json").exists()):
+            started = time.perf_counter()
+            export_bundle(reference, load_recipe(recipe), out, data_dir=data_dir, progress=print)
+            print(f"exported {out} in {time.perf_counter() - started:.0f} s")
+        read_bundle(out)
+        paths.append(out)
+    results = run_benchmarks(paths, data_dir=data_dir, runs=args.runs, video_frames=args.video_frames)
+    validate(results, "results.schema.json")
+    target = HERE / "results" / f"{args.name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=1) + "\n")
+    notes = HERE / "NOTES.md"
+    write_report(results, HERE / "REPORT.md", notes.read_text() if notes.exists() else "")
+    print(f"wrote {target} and {HERE / 'REPORT.md'}")
+
+
+if __name__ == "__main__":
+    main()

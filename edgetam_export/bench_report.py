@@ -1,0 +1,202 @@
+"""Render a benchmark results document as benchmarks/REPORT.md with PNG plots, and judge the targets."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from edgetam_export.bench import EAGER
+
+ONNX_RUNTIME = "onnx-fp32"
+
+
+def _stage_table(results: dict) -> tuple[list[str], dict]:
+    rows = [r for r in results["stages"] if r["objects"] == 1]
+    by_stage: dict[str, dict[str, dict]] = defaultdict(dict)
+    for row in rows:
+        by_stage[row["stage"]][row["runtime"]] = row
+    lines = [
+        "| stage | runtime | p50 ms | p90 ms | vs eager | vs ONNX Runtime | GFLOP | GFLOP/s | % of matmul peak |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for stage, runtimes in by_stage.items():
+        eager = runtimes.get(EAGER, {}).get("p50_ms")
+        ort = runtimes.get(ONNX_RUNTIME, {}).get("p50_ms")
+        for runtime, row in runtimes.items():
+            versus_eager = f"{eager / row['p50_ms']:.2f}x" if eager else "-"
+            versus_ort = f"{ort / row['p50_ms']:.2f}x" if ort else "-"
+            lines.append(
+                f"| {stage} | {runtime} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {versus_eager} | {versus_ort} | "
+                f"{row['gflop']:.2f} | {row['gflops_per_s']:.0f} | {100 * row['fraction_of_matmul_peak']:.0f}% |"
+            )
+    return lines, by_stage
+
+
+def _video_tables(results: dict) -> tuple[list[str], dict]:
+    fps: dict[str, dict[int, dict]] = defaultdict(dict)
+    for row in results["video"]:
+        fps[row["runtime"]][row["objects"]] = row
+    counts = sorted({row["objects"] for row in results["video"]})
+    lines = ["| runtime | " + " | ".join(f"{n} object{'s' * (n > 1)} FPS" for n in counts) + " |",
+             "| --- | " + " | ".join("---:" for _ in counts) + " |"]
+    for runtime, by_count in fps.items():
+        cells = []
+        for n in counts:
+            row = by_count.get(n)
+            eager = fps.get(EAGER, {}).get(n)
+            ratio = f" ({row['fps'] / eager['fps']:.1f}x)" if row and eager and runtime != EAGER else ""
+            cells.append(f"{row['fps']:.2f}{ratio}" if row else "-")
+        lines.append(f"| {runtime} | " + " | ".join(cells) + " |")
+    return lines, fps
+
+
+def marginal_object_cost(by_count: dict[int, dict]) -> float | None:
+    """Cost of each extra object over the per-object stage time of one object (1.0 = no sharing)."""
+    if 1 not in by_count or len(by_count) < 2 or "stage_ms_per_frame" not in by_count[1]:
+        return None
+    largest = max(by_count)
+    frame_ms = {n: 1000.0 / row["fps"] for n, row in by_count.items()}
+    per_object = frame_ms[1] - by_count[1]["stage_ms_per_frame"].get("image_encoder", 0.0)
+    marginal = (frame_ms[largest] - frame_ms[1]) / (largest - 1)
+    return marginal / per_object if per_object > 0 else None
+
+
+def _plots(results: dict, by_stage: dict, fps: dict, folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    stages = list(by_stage)
+    runtimes = sorted({r for entries in by_stage.values() for r in entries})
+    figure, axis = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(runtimes), 1)
+    for i, runtime in enumerate(runtimes):
+        values = [by_stage[s].get(runtime, {}).get("p50_ms", 0) for s in stages]
+        axis.bar([x + i * width for x in range(len(stages))], values, width, label=runtime)
+    axis.set_xticks([x + width * (len(runtimes) - 1) / 2 for x in range(len(stages))], stages)
+    axis.set_ylabel("p50 latency (ms), 1 object")
+    axis.set_yscale("log")
+    axis.legend()
+    axis.set_title("Latency per stage")
+    figure.tight_layout()
+    figure.savefig(folder / "latency_per_stage.png", dpi=100)
+    names.append("latency_per_stage.png")
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for runtime, by_count in fps.items():
+        counts = sorted(by_count)
+        axis.plot(counts, [by_count[n]["fps"] for n in counts], marker="o", label=runtime)
+    axis.set_xlabel("objects tracked")
+    axis.set_ylabel("frames per second")
+    axis.set_xscale("log", base=2)
+    axis.legend()
+    axis.set_title("Video tracking speed")
+    figure.tight_layout()
+    figure.savefig(folder / "fps_vs_objects.png", dpi=100)
+    names.append("fps_vs_objects.png")
+    plt.close(figure)
+    return names
+
+
+def targets(results: dict, by_stage: dict, fps: dict) -> list[str]:
+    """The product targets, each with the measured ratio and whether it is met."""
+    lines = []
+    exported = [r for r in {r for e in by_stage.values() for r in e} if r not in (EAGER, ONNX_RUNTIME)]
+    for stage, runtimes in by_stage.items():
+        candidates = [runtimes[r] for r in exported if r in runtimes]
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda row: row["p50_ms"])
+        eager, ort = runtimes.get(EAGER), runtimes.get(ONNX_RUNTIME)
+        met = all(other is None or best["p50_ms"] < other["p50_ms"] for other in (eager, ort))
+        lines.append(
+            f"- {stage}: best exported ({best['runtime']}) {best['p50_ms']:.1f} ms vs eager "
+            f"{eager['p50_ms']:.1f} ms" + (f", ONNX Runtime {ort['p50_ms']:.1f} ms" if ort else "")
+            + f": **{'met' if met else 'missed'}**"
+        )
+    encoder = [row for row in by_stage.get("image_encoder", {}).values() if row["runtime"] != EAGER]
+    if encoder:
+        best = max(encoder, key=lambda row: row["fraction_of_matmul_peak"])
+        lines.append(
+            f"- image encoder at {100 * best['fraction_of_matmul_peak']:.0f}% of the measured matmul rate "
+            f"({best['runtime']}; target 85%): **{'met' if best['fraction_of_matmul_peak'] >= 0.85 else 'missed'}**"
+        )
+    eager = fps.get(EAGER, {})
+    for runtime, by_count in fps.items():
+        if runtime == EAGER:
+            continue
+        for n in (1, 4):
+            if n in by_count and n in eager:
+                ratio = by_count[n]["fps"] / eager[n]["fps"]
+                lines.append(f"- video, {runtime}, {n} object(s): {ratio:.2f}x transformers' FPS (target 3x): "
+                             f"**{'met' if ratio >= 3 else 'missed'}**")
+        cost = marginal_object_cost(by_count)
+        if cost is not None:
+            lines.append(f"- video, {runtime}: each extra object costs {cost:.2f}x the per-object stage time of one "
+                         f"object (target at most 0.9x): **{'met' if cost <= 0.9 else 'missed'}**")
+    return lines
+
+
+def write_report(results: dict, report: Path, notes: str = "") -> Path:
+    """Write the Markdown report and its plots next to it."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    stage_lines, by_stage = _stage_table(results)
+    video_lines, fps = _video_tables(results)
+    plots = _plots(results, by_stage, fps, report.parent)
+    machine = results["machine"]
+    lines = [
+        "# edgetam-export benchmark report",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, torch threads "
+        f"{machine['torch_threads']}; measured fp32 matmul rate {machine['fp32_matmul_gflops']} GFLOP/s.",
+        f"Commit {results['commit']}, {results['created']}. Model: {results['model']['source']} "
+        f"(size {results['model'].get('size')}, weights {results['model']['weights_sha256'][:12]}).",
+        f"Settings: {results['settings']}. All figures come from one process (`benchmarks/results/*.json`).",
+        "",
+        "## Targets",
+        *targets(results, by_stage, fps),
+        "",
+        "## Latency per stage (1 object)",
+        *stage_lines,
+        "",
+        f"![latency per stage]({plots[0]})",
+        "",
+        "## Image mode (encoder once + one click decoded, pre/post-processing included)",
+        "| runtime | p50 ms | p90 ms |",
+        "| --- | ---: | ---: |",
+        *[f"| {r['runtime']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} |" for r in results["image_mode"]],
+        "",
+        f"## Video tracking ({results['settings']['video_frames'] - 1} frames of videos/bedroom after the prompt frame)",
+        *video_lines,
+        "",
+        f"![FPS vs objects]({plots[1]})",
+        "",
+        "Stage time per frame (ms) inside the bundle runs:",
+        "",
+        *[f"- {r['runtime']}, {r['objects']} objects: {r['stage_ms_per_frame']}" for r in results["video"]
+          if "stage_ms_per_frame" in r],
+        "",
+        "## Export cost and size",
+        "| runtime | stage | export s (torch.export + lowering) | size MB |",
+        "| --- | --- | ---: | ---: |",
+        *[
+            f"| {b['runtime']} | {stage} | {sum(a['export_seconds'].values()):.1f} | {a['size_bytes'] / 1e6:.1f} |"
+            for b in results["bundles"] for stage, a in b["artifacts"].items()
+        ],
+        "",
+        f"Peak resident memory of the benchmark process: {results['peak_rss_mb']} MB.",
+    ]
+    if results["device_runs"]:
+        lines += ["", "## Device runs", "| device | runtime | stage | objects | p50 ms |", "| --- | --- | --- | ---: | ---: |"]
+        for run in results["device_runs"]:
+            for row in run["stages"]:
+                lines.append(f"| {run['device']['model']} ({run['device']['os']}) | {run['runtime']['name']} "
+                             f"{run['runtime'].get('compute_units', '')} | {row['stage']} | {row['objects']} | "
+                             f"{row['p50_ms']:.1f} |")
+    if notes:
+        lines += ["", "## Notes", notes.strip()]
+    report.write_text("\n".join(lines) + "\n")
+    return report
