@@ -85,13 +85,19 @@ def verify(
     seed: SeedOption = 0,
     size: SizeOption = "full",
     data: DataOption = None,
+    coreml_runtime: Annotated[
+        Optional[str],
+        typer.Option("--coreml-runtime", help="Core ML bundles: mil-interpreter (Linux default) or CPU_ONLY, "
+                     "CPU_AND_GPU, CPU_AND_NE, ALL (macOS)."),
+    ] = None,
 ) -> None:
     """Compare every stage of a bundle with the PyTorch reference; exit 1 on any failure."""
     from edgetam_export.export import verify_bundle
     from edgetam_export.reference import load_reference
 
     reference = load_reference(model, seed=seed, size=size) if model else None
-    result = verify_bundle(bundle, reference, data_dir=data)
+    result = verify_bundle(bundle, reference, data_dir=data, coreml_runtime=coreml_runtime)
+    typer.echo(f"runtime: {result.runtime}")
     typer.echo(result.table())
     for note in result.notes:
         typer.echo(f"note: {note}")

@@ -17,6 +17,8 @@ import torch
 from torch.export import Dim, ExportedProgram
 
 from edgetam_export.backends import get_backend
+from edgetam_export.backends.coreml import INTERPRETER, CoreMLBackend, on_macos
+from edgetam_export.runtime.mil_interpreter import FP16_MAX
 from edgetam_export.bundle import FORMAT_VERSION, Bundle, read_bundle, sha256_of, size_of, staging_directory, write_manifest
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.parity import ParityReport, compare_output
@@ -132,19 +134,24 @@ def verify_bundle(
     *,
     data_dir: Path | None = None,
     stages: list[str] | None = None,
+    coreml_runtime: str | None = None,
 ) -> ParityReport:
-    """Run the bundle and the reference on the same realistic inputs and compare every output."""
+    """Run the bundle and the reference on the same realistic inputs and compare every output.
+
+    Core ML bundles run on `coreml_runtime`: compute units of the real runtime (macOS) or
+    'mil-interpreter' (the default on Linux).
+    """
     bundle = read_bundle(path)
     reference = reference or reference_for_bundle(bundle)
     recipe = recipe_from_dict(dict(bundle.manifest["recipe"]), f"in '{bundle.path}'")
-    backend = get_backend(bundle.backend)
+    backend = CoreMLBackend(coreml_runtime) if bundle.backend == CoreMLBackend.name else get_backend(bundle.backend)
     shapes = StageShapes(**bundle.manifest["shapes"])
     data_dir = data_dir or default_data_dir()
     report = ParityReport(
         bundle=str(bundle.path),
         recipe=recipe.name,
         backend=bundle.backend,
-        runtime=runtime_description(bundle.backend),
+        runtime=runtime_description(bundle.backend, coreml_runtime),
         thresholds=recipe.parity if isinstance(recipe.parity, ParityThresholds) else ParityThresholds(),
     )
     if data_dir is None:
@@ -157,15 +164,26 @@ def verify_bundle(
         if case.stage not in runners:
             continue
         expected = STAGES[case.stage].upstream(reference.video_model, shapes, case.inputs)
-        got = runners[case.stage].run({k: v.numpy() for k, v in case.inputs.items()})
+        runner = runners[case.stage]
+        got = runner.run({k: v.numpy() for k, v in case.inputs.items()})
+        interpreter = getattr(runner, "interpreter", None)
         for output, value in expected.items():
-            report.results.append(
-                compare_output(case.stage, case.label, output, value.numpy(), got.get(output), report.thresholds)
-            )
+            result = compare_output(case.stage, case.label, output, value.numpy(), got.get(output), report.thresholds)
+            if interpreter is not None:
+                # Largest fp16 value inside the whole program, not only at its outputs.
+                result.max_abs_activation = interpreter.max_abs_fp16
+                if not interpreter.max_abs_fp16 <= FP16_MAX:
+                    result.failures.append(f"an fp16 activation reached {interpreter.max_abs_fp16} (fp16 max {FP16_MAX})")
+            report.results.append(result)
     return report
 
 
-def runtime_description(backend: str) -> str:
+def runtime_description(backend: str, coreml_runtime: str | None = None) -> str:
+    if backend == CoreMLBackend.name:
+        if coreml_runtime in (None, INTERPRETER) and not on_macos() or coreml_runtime == INTERPRETER:
+            return (f"MIL interpreter (NumPy, fp16 rounded after every fp16 operation) on {platform.machine()}: "
+                    "the saved ML Program evaluated off-device, NOT the Core ML runtime")
+        return f"Core ML ({coreml_runtime or 'recipe compute units'}) on macOS {platform.mac_ver()[0]}"
     descriptions = {
         "executorch": f"ExecuTorch {version('executorch')} Python runtime on {platform.machine()}",
         "onnx": f"ONNX Runtime {version('onnxruntime')} (CPUExecutionProvider) on {platform.machine()}",

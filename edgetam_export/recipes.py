@@ -45,6 +45,8 @@ class Recipe:
     precision: str = "fp32"
     delegate: str | None = None
     opset: int | None = None
+    deployment_target: str | None = None
+    compute_units: str | None = None
     shapes: RecipeShapes = field(default_factory=RecipeShapes)
     parity: ParityThresholds = field(default_factory=ParityThresholds)
 

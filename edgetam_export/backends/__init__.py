@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgetam_export.backends.base import Backend, StageRunner
+from edgetam_export.backends.coreml import CoreMLBackend
 from edgetam_export.backends.executorch import ExecuTorchBackend
 from edgetam_export.backends.onnx import OnnxBackend
 from edgetam_export.errors import EdgeTamExportError
@@ -10,6 +11,7 @@ from edgetam_export.errors import EdgeTamExportError
 BACKENDS: dict[str, type[Backend]] = {
     ExecuTorchBackend.name: ExecuTorchBackend,
     OnnxBackend.name: OnnxBackend,
+    CoreMLBackend.name: CoreMLBackend,
 }
 
 

@@ -106,7 +106,9 @@ class MemoryEncoderStage(nn.Module):
         global_latents = perceiver.layer_norm(latents)
 
         grid, window = self.grid, height // self.grid
-        windows = memory.reshape(num_objects, dim, grid, window, grid, window).permute(0, 2, 4, 3, 5, 1)
+        # Window partition with tensors of rank <= 5 (Core ML's limit).
+        windows = memory.reshape(num_objects * dim, grid, window, grid, window).permute(0, 1, 3, 2, 4)
+        windows = windows.reshape(num_objects, dim, grid * grid, window * window).permute(0, 2, 3, 1)
         windows = windows.reshape(num_objects * grid * grid, window * window, dim)
         latents = perceiver.latents_2d.unsqueeze(0).expand(num_objects, -1, -1).reshape(-1, 1, dim)
         for layer in perceiver.layers:
