@@ -86,7 +86,7 @@ def time_calls(call: Callable[[], object], warmup: int, runs: int) -> dict:
     }
 
 
-def matmul_peak_gflops(size: int = 2048, runs: int = 10) -> float:
+def matmul_peak_gflops(size: int = 4096, runs: int = 5) -> float:
     """Measured fp32 matrix-multiply rate of this machine (best of `runs`), the efficiency yardstick."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
