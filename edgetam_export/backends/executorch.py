@@ -33,7 +33,7 @@ class ExecuTorchRunner:
             raise EdgeTamExportError(f"cannot load ExecuTorch program '{artifact}' ({exc}); re-export it") from None
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tensors = [torch.from_numpy(a) for a in ordered_inputs(self.spec, inputs)]
+        tensors = [torch.from_numpy(a if a.flags.writeable else a.copy()) for a in ordered_inputs(self.spec, inputs)]
         outputs = self._method.execute(tensors)
         return {t.name: o.numpy() for t, o in zip(self.spec.outputs, outputs)}
 
