@@ -22,7 +22,7 @@ from edgetam_export.runtime.mil_interpreter import FP16_MAX
 from edgetam_export.bundle import FORMAT_VERSION, Bundle, read_bundle, sha256_of, size_of, staging_directory, write_manifest
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.parity import ParityReport, compare_output
-from edgetam_export.recipes import ParityThresholds, Recipe, recipe_from_dict
+from edgetam_export.recipes import Recipe, recipe_from_dict
 from edgetam_export.reference import Reference, load_reference
 from edgetam_export.samples import build_cases, default_data_dir
 from edgetam_export.stages.registry import OBJECTS, STAGES, StageShapes, StageSpec
@@ -152,7 +152,7 @@ def verify_bundle(
         recipe=recipe.name,
         backend=bundle.backend,
         runtime=runtime_description(bundle.backend, coreml_runtime),
-        thresholds=recipe.parity if isinstance(recipe.parity, ParityThresholds) else ParityThresholds(),
+        thresholds=recipe.parity,
     )
     if data_dir is None:
         report.notes.append("no sample images found: synthetic images were used (set EDGETAM_EXPORT_DATA)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +24,6 @@ def frames(data_dir):
 @pytest.mark.parametrize("backend", ["executorch-xnnpack-fp32", "onnx-fp32"])
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_tracking_matches_the_video_model(tiny_reference, tiny_bundles, frames, backend, script):
-    if backend == "executorch-xnnpack-fp32" and script != "three-objects-on-different-frames":
-        pytest.skip("ExecuTorch runs the most demanding script; ONNX Runtime runs all three (CI time budget)")
     tracker = EdgeTamTracker.from_bundle(tiny_bundles[backend].path)
     parity = compare_tracking(tiny_reference, tracker, frames, SCRIPTS[script])
     assert parity.min_iou >= MIN_IOU, parity.to_json()["per_frame"][:3]
