@@ -152,6 +152,10 @@ SCRIPTS: dict[str, list[Step]] = {
         Prompt(60, 2, box=(500, 150, 800, 450)), Run(60), Propagate(60, 60),
         Prompt(120, 3, ((700, 300), (650, 350)), (1, 0)), Run(120), Propagate(120),
     ],
+    "forward-then-reverse": [
+        Prompt(100, 1, ((400, 250),), (1,)), Run(100), Propagate(100, 99),
+        Propagate(100, 100, reverse=True),
+    ],
     "reverse-and-correction": [
         Prompt(150, 1, ((400, 250),), (1,)), Run(150), Propagate(150, 50, reverse=True),
         Prompt(110, 1, ((420, 260), (300, 200)), (1, 0)), Run(110), Propagate(110, 40),

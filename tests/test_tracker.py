@@ -58,7 +58,9 @@ def test_memory_is_bounded_and_objects_are_batched(tiny_bundles, frames, monkeyp
     # One call per stage per frame for all three objects together.
     assert calls == {"memory_attention": 59, "prompt_decoder": 59}
     for obj in session.objects.values():
-        assert max(obj.tracked) - min(obj.tracked) <= 16
+        anchors = [59, *obj.conditioning]
+        assert all(min(abs(t - a) for a in anchors) <= 16 for t in obj.tracked)
+        assert len(obj.tracked) <= 2 * 16 + 1
 
 
 def test_bad_video_input_is_one_clear_error(tiny_bundles, frames, tmp_path, data_dir):

@@ -5,8 +5,9 @@ frame for an object; every other frame is conditioned on all conditioning frames
 `num_maskmem - 1` most recent tracked frames and up to 16 object pointers. All objects that need
 work on a frame go through each stage together (one call per stage per frame, chunked by the
 bundle's max_objects), and the first memory-attention layer's self-attention is shared by them.
-Memory stays bounded: tracked-frame memories farther than `memory_window` frames from the last
-processed frame are dropped (corrections within that window behave exactly as the reference).
+Memory stays bounded: tracked-frame memories farther than `memory_window` frames from both the last
+processed frame and the object's prompted frames are dropped (passes that start at a prompted frame,
+and corrections within the window, behave exactly as the reference).
 """
 
 from __future__ import annotations
@@ -296,11 +297,14 @@ class TrackingSession:
         }
 
     def _forget(self, frame_idx: int) -> None:
-        """Drop tracked-frame memories outside the window around the last processed frame."""
+        """Drop tracked-frame memories farther than the window from the last processed frame and from
+        every prompted frame of the object, so that a pass starting at a prompt (forward after reverse,
+        reverse after forward) finds the memories the reference would use, in bounded memory."""
         if self.memory_window is None:
             return
         for obj in self.objects.values():
-            for old in [t for t in obj.tracked if abs(t - frame_idx) > self.memory_window]:
+            anchors = [frame_idx, *obj.conditioning]
+            for old in [t for t in obj.tracked if all(abs(t - a) > self.memory_window for a in anchors)]:
                 del obj.tracked[old]
 
 
