@@ -28,7 +28,7 @@ from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.export import reference_for_bundle, tool_versions
 from edgetam_export.reference import Reference, build_video_processor
 from edgetam_export.runtime.predictor import load_runners
-from edgetam_export.runtime.tracker import EdgeTamTracker
+from edgetam_export.runtime.tracker import TRACKING_STAGES, EdgeTamTracker
 from edgetam_export.samples import build_cases
 from edgetam_export.stages.registry import STAGES, StageShapes
 
@@ -124,14 +124,17 @@ def bench_stages(
     bundles: list[Bundle], reference: Reference, shapes: StageShapes, data_dir: Path | None, warmup: int, runs: int,
     objects: tuple[int, ...] = (1,),
 ) -> tuple[list[dict], dict]:
-    """Latency of every stage for eager PyTorch (transformers' own code) and every bundle, plus FLOPs."""
+    """Latency of every stage the bundles share, for eager PyTorch (transformers' own code) and every bundle,
+    plus FLOPs."""
     cases = {}
     for case in build_cases(reference, shapes, data_dir):
         cases.setdefault(case.stage, case)  # the first (full) case of each stage
     model = reference.video_model
     rows, flops = [], {}
-    runners = {bundle.path: load_runners(bundle, list(STAGES)) for bundle in bundles}
-    for name, stage in STAGES.items():
+    names = [name for name in STAGES if all(name in bundle.stage_names for bundle in bundles)]
+    runners = {bundle.path: load_runners(bundle, names) for bundle in bundles}
+    for name in names:
+        stage = STAGES[name]
         spec = stage.spec(shapes)
         wrapper = stage.build(model, shapes)
         for count in objects if spec.has_objects_axis() else (1,):
@@ -206,7 +209,7 @@ def bench_video(
             rows.append({"runtime": EAGER, "objects": count, "frames": tracked, "seconds": round(elapsed, 3),
                          "fps": round(tracked / elapsed, 4)})
         for bundle in bundles:
-            tracker = EdgeTamTracker(bundle, load_runners(bundle, list(STAGES)))
+            tracker = EdgeTamTracker(bundle, load_runners(bundle, TRACKING_STAGES))
             session = tracker.init_session(frames)
             for obj, (x, y) in enumerate(clicks):
                 session.add_prompt(0, obj, points=[(x, y)])
@@ -253,7 +256,7 @@ def run_benchmarks(
     stage_rows, flops = bench_stages(bundles, reference, shapes, data_dir, warmup, runs)
     for row in stage_rows:
         gflop = flops[f"{row['stage']}/{row['objects']}"] / 1e9
-        row["gflop"] = round(gflop, 3)
+        row["gflop"] = round(gflop, 6)
         row["gflops_per_s"] = round(gflop / (row["p50_ms"] / 1000), 1)
         row["fraction_of_matmul_peak"] = round(row["gflops_per_s"] / peak, 3)
     return {

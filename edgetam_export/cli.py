@@ -57,7 +57,7 @@ def export(
     memory_slots: Annotated[Optional[int], typer.Option("--memory-slots", help="Override the recipe.")] = None,
     data: DataOption = None,
 ) -> None:
-    """Export the four EdgeTAM stages under a recipe into a verified bundle."""
+    """Export the EdgeTAM stages under a recipe into a verified bundle."""
     from edgetam_export.backends import get_backend
     from edgetam_export.export import export_bundle
     from edgetam_export.recipes import load_recipe
@@ -246,10 +246,14 @@ def track(
         Optional[list[str]], typer.Option("--point", help="FRAME:OBJ:X,Y[,LABEL] in video pixels; LABEL 1 or 0.")
     ] = None,
     box: Annotated[Optional[list[str]], typer.Option("--box", help="FRAME:OBJ:X0,Y0,X1,Y1 in video pixels.")] = None,
+    mask: Annotated[
+        Optional[list[str]],
+        typer.Option("--mask", help="FRAME:OBJ:PNG, a picture of the video's size; nonzero pixels are the object."),
+    ] = None,
     reverse: Annotated[bool, typer.Option("--reverse", help="Also track back from the first prompt to frame 0.")] = False,
     fps: Annotated[float, typer.Option("--fps", help="Frame rate of overlay.mp4.")] = 24.0,
 ) -> None:
-    """Track objects through a video from clicks and boxes; write per-frame masks and an overlay video."""
+    """Track objects through a video from clicks, boxes or masks; write per-frame masks and an overlay video."""
     from edgetam_export.runtime.track import VideoPrompt, track_video
 
     prompts = []
@@ -267,6 +271,12 @@ def track(
             else:
                 label = int(numbers[2]) if len(numbers) == 3 else 1
                 prompts.append(VideoPrompt(int(head), obj, point=(numbers[0], numbers[1]), label=label))
+
+    for text in mask or []:
+        frame, obj, path = (text.split(":", 2) + ["", ""])[:3]
+        if not (frame.isdigit() and obj.isdigit() and path):
+            raise EdgeTamExportError(f"--mask '{text}' is not FRAME:OBJ:PNG")
+        prompts.append(VideoPrompt(int(frame), int(obj), mask=Path(path)))
 
     def report(frame: int, rate: float) -> None:
         if frame % 10 == 0:

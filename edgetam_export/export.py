@@ -151,7 +151,7 @@ def verify_bundle(
         bundle=str(bundle.path),
         recipe=recipe.name,
         backend=bundle.backend,
-        runtime=runtime_description(bundle.backend, coreml_runtime),
+        runtime=runtime_description(bundle, coreml_runtime),
         thresholds=recipe.parity,
     )
     if data_dir is None:
@@ -178,14 +178,20 @@ def verify_bundle(
     return report
 
 
-def runtime_description(backend: str, coreml_runtime: str | None = None) -> str:
-    if backend == CoreMLBackend.name:
+def runtime_description(bundle: Bundle, coreml_runtime: str | None = None) -> str:
+    """What actually ran the bundle in a parity report: it must never pass the interpreter off as Core ML."""
+    interpreted = (f"MIL interpreter (NumPy, fp16 rounded after every fp16 operation) on {platform.machine()}: "
+                   "the saved ML Program evaluated off-device, NOT the Core ML runtime")
+    if bundle.backend == CoreMLBackend.name:
         if coreml_runtime in (None, INTERPRETER) and not on_macos() or coreml_runtime == INTERPRETER:
-            return (f"MIL interpreter (NumPy, fp16 rounded after every fp16 operation) on {platform.machine()}: "
-                    "the saved ML Program evaluated off-device, NOT the Core ML runtime")
+            return interpreted
         return f"Core ML ({coreml_runtime or 'recipe compute units'}) on macOS {platform.mac_ver()[0]}"
+    delegate = bundle.manifest["recipe"].get("delegate")
+    if bundle.backend == "executorch" and delegate == "coreml" and not on_macos():
+        return f"Core ML delegate taken out of each .pte and run by the {interpreted}"
     descriptions = {
-        "executorch": f"ExecuTorch {version('executorch')} Python runtime on {platform.machine()}",
+        "executorch": f"ExecuTorch {version('executorch')} Python runtime"
+        + (" with its Core ML delegate" if delegate == "coreml" else "") + f" on {platform.machine()}",
         "onnx": f"ONNX Runtime {version('onnxruntime')} (CPUExecutionProvider) on {platform.machine()}",
     }
-    return descriptions.get(backend, backend) + f", {sys.platform}"
+    return descriptions.get(bundle.backend, bundle.backend) + f", {sys.platform}"

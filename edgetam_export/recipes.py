@@ -27,6 +27,8 @@ class RecipeShapes:
     max_objects: int = 8
     memory_slots: int | None = None
     pointer_slots: int | None = None
+    #: Image encoder input of 0..255 RGB pixels with the normalization inside (a Core ML image input).
+    image_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Recipe:
             max_objects=self.shapes.max_objects,
             memory_slots=self.shapes.memory_slots,
             pointer_slots=self.shapes.pointer_slots,
+            image_input=self.shapes.image_input,
         )
 
     def with_shapes(self, **overrides: int | None) -> Recipe:

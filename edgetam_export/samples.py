@@ -17,6 +17,7 @@ from PIL import Image
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.reference import Reference
+from edgetam_export.stages.image_encoder import image_from_pixel_values
 from edgetam_export.stages.registry import STAGES, StageShapes
 from edgetam_export.stages.spec import BOX_CORNER_LABELS, EMPTY_SLOT_LABEL, NOT_A_POINT_LABEL
 
@@ -105,7 +106,7 @@ def _standard_prompts(size: int) -> list[list[tuple[float, float, int]]]:
 
 
 def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None) -> list[StageCase]:
-    """Parity cases for all four stages from real images and a real video clip."""
+    """Parity cases for every stage from real images and a real video clip."""
     model = reference.video_model
     stills, frames = sample_pictures(data_dir)
     cases: list[StageCase] = []
@@ -113,9 +114,13 @@ def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None
     def run(stage: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return STAGES[stage].upstream(model, shapes, inputs)
 
+    def encoder_inputs(image: Image.Image) -> dict[str, torch.Tensor]:
+        pixel_values = preprocess(reference, image)
+        return {"image": image_from_pixel_values(pixel_values)} if shapes.image_input else {"pixel_values": pixel_values}
+
     encoded = []
     for index, image in enumerate(stills + frames[:1]):
-        inputs = {"pixel_values": preprocess(reference, image)}
+        inputs = encoder_inputs(image)
         cases.append(StageCase("image_encoder", f"image {index}", inputs))
         encoded.append(run("image_encoder", inputs))
 
@@ -147,7 +152,7 @@ def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None
     cases.append(StageCase("prompt_decoder", "1 object with a mask prompt", refine))
 
     # Video: encode a few frames, segment object prompts on each, and fill memory banks from them.
-    frame_features = [run("image_encoder", {"pixel_values": preprocess(reference, f)}) for f in frames]
+    frame_features = [run("image_encoder", encoder_inputs(f)) for f in frames]
     memories, pointers = [], []
     for index, features in enumerate(frame_features):
         decoded = run("prompt_decoder", decoder_inputs(features, n, None))
@@ -163,6 +168,8 @@ def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None
         }
         if index < 2:
             cases.append(StageCase("memory_encoder", f"frame {index}, {n} objects", inputs))
+        if index == 0:
+            cases.extend(_mask_prompt_cases(features["vision_features"], selected, shapes))
         memories.append(run("memory_encoder", inputs))
         pointers.append(decoded["object_pointers"][torch.arange(n), best])
 
@@ -200,3 +207,17 @@ def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None
         StageCase("memory_attention", f"{n} objects, full bank", bank(slots, pointer_slots))
     )
     return cases
+
+
+def _mask_prompt_cases(vision_features: torch.Tensor, mask_logits: torch.Tensor, shapes: StageShapes) -> list[StageCase]:
+    """Mask prompts as a user draws them: the segmented objects as binary masks, one of them empty."""
+    size = shapes.image_size
+    masks = (torch.nn.functional.interpolate(mask_logits, size=(size, size), mode="bilinear") > 0).float()
+    if len(masks) > 1:
+        masks[-1] = 0.0
+    count = len(masks)
+    return [
+        StageCase("mask_prompt_encoder", f"frame 0, {count} objects, last mask empty", {
+            "vision_features": vision_features, "masks": masks,
+        }),
+    ]

@@ -3,7 +3,9 @@ through a bundle's EdgeTamTracker, and compare the masks of every object on ever
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,22 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class MaskInput:
+    """A mask prompt: the ellipse (cx, cy, rx, ry) in video pixels, or None for an empty mask."""
+
+    frame: int
+    obj_id: int
+    ellipse: tuple[float, float, float, float] | None
+
+    def mask(self, width: int, height: int) -> np.ndarray:
+        if self.ellipse is None:
+            return np.zeros((height, width), bool)
+        cx, cy, rx, ry = self.ellipse
+        y, x = np.mgrid[0:height, 0:width]
+        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0
+
+
+@dataclass(frozen=True)
 class Run:
     frame: int
 
@@ -36,12 +54,31 @@ class Propagate:
     reverse: bool = False
 
 
-Step = Prompt | Run | Propagate
+Step = Prompt | MaskInput | Run | Propagate
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@contextlib.contextmanager
+def consistent_mask_prompt_scores(model: torch.nn.Module) -> Iterator[None]:
+    """Work around a transformers bug: a mask-prompted object's object_score_logits come out (1, 1)
+    instead of the decoder's (1, 1, 1), so a frame reporting it with another object fails in
+    `torch.cat` ("Tensors must have same number of dimensions"). Only the shape is changed."""
+    original = model._use_mask_as_output
+
+    def use_mask_as_output(*args, **kwargs):
+        output = original(*args, **kwargs)
+        output.object_score_logits = output.object_score_logits[..., None]
+        return output
+
+    model._use_mask_as_output = use_mask_as_output
+    try:
+        yield
+    finally:
+        del model._use_mask_as_output
 
 
 def run_reference(reference: Reference, frames: list[Image.Image], script: list[Step]) -> list[dict[int, np.ndarray]]:
@@ -56,7 +93,7 @@ def run_reference(reference: Reference, frames: list[Image.Image], script: list[
         masks = processor.post_process_masks([output.pred_masks], original_sizes=size, binarize=False)[0]
         events.append({obj: (masks[i, 0] > 0).numpy() for i, obj in enumerate(output.object_ids)})
 
-    with torch.inference_mode():
+    with torch.inference_mode(), consistent_mask_prompt_scores(model):
         for step in script:
             if isinstance(step, Prompt):
                 kwargs = {}
@@ -66,6 +103,11 @@ def run_reference(reference: Reference, frames: list[Image.Image], script: list[
                     kwargs["input_boxes"] = [[list(step.box)]]
                 processor.add_inputs_to_inference_session(
                     inference_session=session, frame_idx=step.frame, obj_ids=step.obj_id, **kwargs
+                )
+            elif isinstance(step, MaskInput):
+                mask = step.mask(int(session.video_width), int(session.video_height))
+                processor.add_inputs_to_inference_session(
+                    inference_session=session, frame_idx=step.frame, obj_ids=step.obj_id, input_masks=mask
                 )
             elif isinstance(step, Run):
                 record(model(inference_session=session, frame_idx=step.frame))
@@ -90,6 +132,8 @@ def run_bundle(tracker: EdgeTamTracker, frames: list[Image.Image], script: list[
     for step in script:
         if isinstance(step, Prompt):
             session.add_prompt(step.frame, step.obj_id, list(step.points) or None, list(step.labels) or None, step.box)
+        elif isinstance(step, MaskInput):
+            session.add_mask(step.frame, step.obj_id, step.mask(session.frames.width, session.frames.height))
         elif isinstance(step, Run):
             record(session.run_frame(step.frame))
         else:
@@ -155,6 +199,10 @@ SCRIPTS: dict[str, list[Step]] = {
     "forward-then-reverse": [
         Prompt(100, 1, ((400, 250),), (1,)), Run(100), Propagate(100, 99),
         Propagate(100, 100, reverse=True),
+    ],
+    "mask-prompts": [
+        MaskInput(0, 1, (230, 330, 60, 90)), Run(0), Prompt(0, 2, ((600, 300),), (1,)), Run(0), Propagate(0, 40),
+        MaskInput(40, 1, (250, 320, 80, 70)), Run(40), MaskInput(40, 3, None), Run(40), Propagate(40, 40),
     ],
     "reverse-and-correction": [
         Prompt(150, 1, ((400, 250),), (1,)), Run(150), Propagate(150, 50, reverse=True),

@@ -10,6 +10,7 @@ import pytest
 from edgetam_export.bench import EAGER, merge_device_run, run_benchmarks, time_calls, validate
 from edgetam_export.bench_report import marginal_object_cost, write_report
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.stages.registry import STAGES
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def test_results_cover_every_stage_runtime_and_validate(results, tiny_bundles):
     validate(results, "results.schema.json")
     runtimes = {EAGER, *tiny_bundles}
     assert {(r["stage"], r["runtime"]) for r in results["stages"]} == {
-        (s, r) for s in ("image_encoder", "prompt_decoder", "memory_encoder", "memory_attention") for r in runtimes
+        (s, r) for s in STAGES for r in runtimes
     }
     for row in results["stages"]:
         assert row["p90_ms"] >= row["p50_ms"] > 0 and row["gflop"] > 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -150,17 +151,24 @@ def test_track_writes_masks_overlay_video_and_summary(onnx_bundle, data_dir, tmp
     frames.mkdir()
     for path in sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:12]:
         (frames / path.name).write_bytes(path.read_bytes())
+    drawn = np.zeros((540, 960), np.uint8)
+    drawn[250:420, 600:760] = 255
+    Image.fromarray(drawn).save(tmp_path / "cushion.png")
     out = tmp_path / "tracked"
     result = cli("track", str(frames), "--bundle", onnx_bundle, "--point", "0:1:210,350",
-                 "--box", "4:2:500,150,800,450", "--out", str(out))
+                 "--box", "4:2:500,150,800,450", "--mask", f"6:3:{tmp_path / 'cushion.png'}", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "frames/s" in result.stderr
     assert sorted(p.name for p in (out / "masks" / "1").iterdir()) == [f"{i:05d}.png" for i in range(12)]
     assert sorted(p.name for p in (out / "masks" / "2").iterdir()) == [f"{i:05d}.png" for i in range(4, 12)]
     assert Image.open(out / "masks" / "2" / "00004.png").size == (960, 540)
+    # On its prompt frame, a mask prompt is its own output (up to the model's resampling at the edges).
+    written = np.asarray(Image.open(out / "masks" / "3" / "00006.png")) > 0
+    assert (written == (drawn > 0)).mean() > 0.99
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["frames_tracked"] == 12 and summary["objects"] == [1, 2]
-    assert set(summary["stage_seconds"]) == {"image_encoder", "prompt_decoder", "memory_encoder", "memory_attention"}
+    assert summary["frames_tracked"] == 12 and summary["objects"] == [1, 2, 3]
+    assert set(summary["stage_seconds"]) == {"image_encoder", "prompt_decoder", "memory_encoder", "memory_attention",
+                                             "mask_prompt_encoder"}
     import imageio.v2 as imageio
 
     assert imageio.get_reader(str(out / "overlay.mp4")).count_frames() == 12
@@ -178,6 +186,9 @@ def test_track_writes_masks_overlay_video_and_summary(onnx_bundle, data_dir, tmp
         (("--point", "250:1:10,10"), "a prompt is on frame 250"),
         (("--point", "0:1:5000,10"), "outside the 960x540 frame"),
         (("--point", "x:1:10,10"), "is not FRAME:OBJ:X,Y[,LABEL]"),
+        (("--mask", "0:1"), "is not FRAME:OBJ:PNG"),
+        (("--mask", "0:1:missing.png"), "mask 'missing.png' does not exist"),
+        (("--mask", "0:1:m.png", "--point", "0:1:5,5"), "a mask prompt stands alone"),
         ((), "no prompt given"),
     ],
 )

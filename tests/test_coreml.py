@@ -25,8 +25,11 @@ class Convolutions(nn.Module):
         self.grouped = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=4)
         self.dilated = nn.Conv2d(8, 6, 3, padding=2, dilation=2)
         self.up = nn.ConvTranspose2d(6, 4, kernel_size=2, stride=2)
+        self.register_buffer("scale", torch.linspace(-2.0, 3.0, 8).reshape(1, 8, 1, 1))
+        self.register_buffer("offset", torch.linspace(0.5, -0.5, 8).reshape(1, 8, 1, 1))
 
     def forward(self, x):
+        x = x * self.scale + self.offset  # coremltools folds a per-channel multiply-add into batch_norm
         y = torch.relu(self.dilated(self.grouped(x)))
         y = self.up(y)
         y = nn.functional.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -52,7 +55,8 @@ class Shapes(nn.Module):
     def forward(self, x):
         stacked = torch.stack([x, x * 2.0], dim=1)
         picked = stacked[:, 1, 1:3]
-        return picked.permute(0, 2, 1).unsqueeze(1).flatten(2) / 3.0
+        present = (x > 0.5).to(x.dtype).flatten(1).amax(dim=1, keepdim=True)[:, :, None]
+        return picked.permute(0, 2, 1).unsqueeze(1).flatten(2) / 3.0 + present
 
 
 CASES = [
@@ -93,7 +97,7 @@ def test_each_interpreted_operation_matches_pytorch(tmp_path):
     # Every operation the stages' programs use is exercised here or by the stage parity below.
     assert {"conv", "conv_transpose", "upsample_bilinear", "upsample_nearest_neighbor", "linear", "matmul", "softmax",
             "layer_norm", "gelu", "select", "sin", "cos", "concat", "stack", "slice_by_index", "reduce_mean",
-            "equal", "greater", "relu", "sigmoid", "transpose", "reshape"} <= seen
+            "reduce_max", "batch_norm", "equal", "greater", "relu", "sigmoid", "transpose", "reshape"} <= seen
 
 
 def test_fp16_programs_round_every_fp16_result(tmp_path):
@@ -121,11 +125,13 @@ def coreml_bundles(tiny_reference, data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("coreml")
     return {
         name: export_bundle(tiny_reference, load_recipe(name).with_shapes(max_objects=4), root / name, data_dir=data_dir)
-        for name in ("coreml-fp16", "coreml-fp32")
+        for name in ("coreml-fp16", "coreml-fp32", "executorch-coreml-fp16")
     }
 
 
-@pytest.mark.parametrize(("recipe", "floor"), [("coreml-fp16", 35.0), ("coreml-fp32", 60.0)])
+@pytest.mark.parametrize(
+    ("recipe", "floor"), [("coreml-fp16", 35.0), ("coreml-fp32", 60.0), ("executorch-coreml-fp16", 35.0)]
+)
 def test_coreml_bundles_pass_their_gates(coreml_bundles, tiny_reference, data_dir, recipe, floor):
     report = verify_bundle(coreml_bundles[recipe].path, tiny_reference, data_dir=data_dir)
     assert report.passed, report.failures
@@ -135,6 +141,52 @@ def test_coreml_bundles_pass_their_gates(coreml_bundles, tiny_reference, data_di
     assert all(r.max_abs_activation < mil_interpreter.FP16_MAX for r in report.results)
     if not on_macos():
         assert "NOT the Core ML runtime" in report.runtime
+
+
+def test_executorch_programs_are_delegated_whole_to_core_ml(coreml_bundles, tmp_path):
+    from edgetam_export.backends.executorch import extract_coreml_delegate
+
+    bundle = coreml_bundles["executorch-coreml-fp16"]
+    for stage, record in bundle.manifest["stages"].items():
+        assert record["artifact"].endswith(".pte")
+        assert record["backend"] | {"delegated_partitions": 1, "portable_ops": 0} == record["backend"]
+        assert record["backend"]["precision"] == "fp16" and record["backend"]["deployment_target"] == "iOS17"
+        package, (inputs, outputs) = extract_coreml_delegate(bundle.artifact(stage), tmp_path / stage)
+        assert MILInterpreter(package).function.operations  # a real ML Program, read from inside the .pte
+        assert len(outputs) == len(bundle.spec(stage).outputs)
+    truncated = tmp_path / "truncated.pte"
+    truncated.write_bytes(bundle.artifact("prompt_decoder").read_bytes()[:4096])
+    with pytest.raises(EdgeTamExportError, match="cannot read ExecuTorch program .* re-export"):
+        extract_coreml_delegate(truncated, tmp_path / "never")
+
+
+def test_image_input_takes_camera_pixels(coreml_bundles, tiny_reference, data_dir):
+    """The Core ML image encoder takes an RGB image with the normalization inside; the runtime feeds it."""
+    import coremltools as ct
+    from PIL import Image
+
+    from edgetam_export.runtime.predictor import EdgeTamPredictor
+    from edgetam_export.runtime.processing import image_encoder_inputs
+
+    bundle = coreml_bundles["coreml-fp16"]
+    spec = ct.utils.load_spec(str(bundle.artifact("image_encoder")))
+    assert spec.description.input[0].type.WhichOneof("Type") == "imageType"
+    assert bundle.spec("image_encoder").input_names == ["image"]
+    picture = Image.open(data_dir / "images" / "truck.jpg").convert("RGB")
+    pixels = image_encoder_inputs(picture, bundle.spec("image_encoder"))["image"]
+    assert pixels.shape == (1, 3, 256, 256) and pixels.max() > 200 and np.all(pixels == np.round(pixels))
+    # Segmenting through the image input (fp16, interpreted) gives the reference's masks.
+    predictor = EdgeTamPredictor.from_bundle(bundle.path)
+    got = predictor.predict(predictor.set_image(picture), points=[[[500, 375]]], labels=[[1]])
+    inputs = tiny_reference.processor(
+        images=picture, input_points=[[[[500, 375]]]], input_labels=[[[1]]], return_tensors="pt"
+    )
+    with torch.no_grad():
+        outputs = tiny_reference.image_model(**inputs)
+    expected = tiny_reference.processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])[0][0].numpy()
+    ious = [np.logical_and(g, e).sum() / max(np.logical_or(g, e).sum(), 1) for g, e in zip(got.masks[0], expected)]
+    assert min(ious) >= 0.98, ious
+    assert 0.0 < got.masks.mean() < 1.0
 
 
 def test_packages_carry_metadata_and_the_manifest_the_deployment(coreml_bundles):

@@ -17,7 +17,9 @@ def full_reference():
     return random_reference(seed=0, size="full")
 
 
-@pytest.mark.parametrize("recipe_name", ["executorch-xnnpack-fp32", "onnx-fp32", "coreml-fp16"])
+@pytest.mark.parametrize(
+    "recipe_name", ["executorch-xnnpack-fp32", "onnx-fp32", "coreml-fp16", "executorch-coreml-fp16"]
+)
 def test_full_size_export_passes_parity(full_reference, recipe_name, tmp_path, data_dir):
     recipe = load_recipe(recipe_name)
     bundle = export_bundle(full_reference, recipe, tmp_path / recipe_name, data_dir=data_dir)

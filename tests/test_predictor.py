@@ -167,6 +167,18 @@ def test_postprocessing_matches_interpolate():
         np.testing.assert_allclose(resize_logits(logits, *size), expected.numpy(), atol=2e-5)
 
 
+def test_antialiased_resize_matches_interpolate():
+    """The resize transformers applies to mask prompts (down to the model size, and from odd sizes)."""
+    from edgetam_export.runtime.processing import resize_antialiased
+
+    values = np.random.default_rng(1).standard_normal((2, 540, 960)).astype(np.float32)
+    for size in ((256, 256), (1024, 1024), (33, 7), (540, 961)):
+        expected = torch.nn.functional.interpolate(
+            torch.from_numpy(values)[None], size, mode="bilinear", align_corners=False, antialias=True
+        )[0]
+        np.testing.assert_allclose(resize_antialiased(values, *size), expected.numpy(), atol=2e-6)
+
+
 def test_bad_prompts_give_one_clear_error(predictor, images, tmp_path):
     embedding = predictor.set_image(images["groceries"])
     with pytest.raises(EdgeTamExportError, match="outside the 800x534 image"):

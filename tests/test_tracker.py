@@ -85,6 +85,12 @@ def test_bad_video_input_is_one_clear_error(tiny_bundles, frames, tmp_path, data
     with pytest.raises(EdgeTamExportError, match="holds at most 1"):
         limited.add_prompt(0, 2, points=[(10, 10)])
 
+    with pytest.raises(EdgeTamExportError, match="the mask is 100x50 but the video is 960x540"):
+        session.add_mask(0, 1, np.ones((50, 100), bool))
+    without_stage = {k: v for k, v in tracker.runners.items() if k != "mask_prompt_encoder"}
+    with pytest.raises(EdgeTamExportError, match="has no mask_prompt_encoder stage .* re-export"):
+        EdgeTamTracker(tracker.bundle, without_stage).init_session(frames[:2]).add_mask(0, 1, np.ones((540, 960)))
+
     folder = tmp_path / "frames"
     folder.mkdir()
     frames[0].save(folder / "00000.jpg")
@@ -97,3 +103,32 @@ def test_bad_video_input_is_one_clear_error(tiny_bundles, frames, tmp_path, data
         mixed.frames.frame(2)
     with pytest.raises(EdgeTamExportError, match="does not exist"):
         tracker.init_session(tmp_path / "missing")
+
+
+def test_runtime_runs_without_transformers(tiny_bundles, data_dir):
+    """An app-side install has no transformers: the runtime (tracking, mask prompts, images) must not need it."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+sys.modules["transformers"] = None  # any import of transformers now fails
+import numpy as np
+from edgetam_export.runtime import EdgeTamPredictor
+from edgetam_export.runtime.tracker import EdgeTamTracker
+bundle = {str(tiny_bundles["onnx-fp32"].path)!r}
+session = EdgeTamTracker.from_bundle(bundle).init_session({str(data_dir / "videos" / "bedroom")!r})
+mask = np.zeros((540, 960), bool)
+mask[200:400, 300:500] = True
+session.add_mask(0, 1, mask)
+session.run_frame(0)
+session.add_prompt(0, 2, points=[(700, 300)])
+session.run_frame(0)
+results = list(session.propagate(1, 2))
+predictor = EdgeTamPredictor.from_bundle(bundle)
+predictor.predict(predictor.set_image({str(data_dir / "images" / "truck.jpg")!r}), points=[[[500, 375]]])
+print(len(results), results[-1].masks().shape)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["3", "(2,", "540,", "960)"]

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 DEPLOYMENT_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 INTERPRETER = "mil-interpreter"
+#: The image encoder's input name when it takes pixels (`image_input` recipes): a Core ML image input.
+IMAGE_INPUT = "image"
 
 
 def on_macos() -> bool:
@@ -45,7 +47,12 @@ class CoreMLRunner:
             raise EdgeTamExportError(f"cannot load Core ML package '{artifact}' ({str(exc)[:120]}); re-export it") from None
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = dict(zip(self.spec.input_names, ordered_inputs(self.spec, inputs)))
+        feed: dict = dict(zip(self.spec.input_names, ordered_inputs(self.spec, inputs)))
+        if IMAGE_INPUT in feed:  # an image input takes a picture, as an app passes a camera frame
+            from PIL import Image
+
+            pixels = np.clip(np.rint(feed[IMAGE_INPUT][0].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+            feed[IMAGE_INPUT] = Image.fromarray(pixels, mode="RGB")
         outputs = self._model.predict(feed)
         return {name: np.asarray(outputs[name], dtype=np.float32) for name in self.spec.output_names}
 
@@ -53,16 +60,34 @@ class CoreMLRunner:
 class InterpretedRunner:
     """The NumPy MIL interpreter behind the runner interface (Linux, or on request)."""
 
-    def __init__(self, artifact: Path, spec: StageSpec) -> None:
+    def __init__(
+        self, artifact: Path, spec: StageSpec, names: tuple[list[str | None], list[str]] | None = None
+    ) -> None:
+        """`names`: the program's own names of the spec's inputs (None: unused) and outputs, in spec
+        order, where they differ from the spec's (a delegate names its outputs after graph nodes)."""
         from edgetam_export.runtime.mil_interpreter import MILInterpreter
 
         self.spec = spec
         self.interpreter = MILInterpreter(artifact)
+        self.input_names, self.output_names = names or (spec.input_names, spec.output_names)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = dict(zip(self.spec.input_names, ordered_inputs(self.spec, inputs)))
+        feed = {name: array for name, array in zip(self.input_names, ordered_inputs(self.spec, inputs)) if name}
         outputs = self.interpreter.run(feed)
-        return {name: outputs[name].astype(np.float32) for name in self.spec.output_names}
+        return {name: outputs[own].astype(np.float32) for name, own in zip(self.spec.output_names, self.output_names)}
+
+
+def coreml_target(recipe: Recipe):
+    """The recipe's minimum deployment target as a coremltools target, refusing unsupported ones."""
+    import coremltools as ct
+
+    target = recipe.deployment_target or "iOS17"
+    if target not in DEPLOYMENT_TARGETS:
+        raise EdgeTamExportError(
+            f"recipe '{recipe.name}': deployment target '{target}' is not supported; use one of "
+            f"{', '.join(DEPLOYMENT_TARGETS)}"
+        )
+    return getattr(ct.target, target)
 
 
 class CoreMLBackend(Backend):
@@ -76,15 +101,13 @@ class CoreMLBackend(Backend):
     def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path) -> dict:
         import coremltools as ct
 
-        target = recipe.deployment_target or "iOS17"
-        if target not in DEPLOYMENT_TARGETS:
-            raise EdgeTamExportError(
-                f"recipe '{recipe.name}': deployment target '{target}' is not supported; use one of "
-                f"{', '.join(DEPLOYMENT_TARGETS)}"
-            )
+        target = coreml_target(recipe)
         precision = {"fp16": ct.precision.FLOAT16, "fp32": ct.precision.FLOAT32}[recipe.precision]
         inputs = []
         for tensor in spec.inputs:
+            if tensor.name == IMAGE_INPUT:  # 0..255 RGB; the normalization is inside the stage
+                inputs.append(ct.ImageType(name=tensor.name, shape=tensor.shape, color_layout=ct.colorlayout.RGB))
+                continue
             shape = [
                 ct.RangeDim(1, spec.max_objects, 1) if d == OBJECTS and spec.max_objects > 1 else (1 if d == OBJECTS else d)
                 for d in tensor.shape
@@ -97,7 +120,7 @@ class CoreMLBackend(Backend):
             convert_to="mlprogram",
             compute_precision=precision,
             compute_units=getattr(ct.ComputeUnit, recipe.compute_units or "ALL"),
-            minimum_deployment_target=getattr(ct.target, target),
+            minimum_deployment_target=target,
             skip_model_load=True,
         )
         model.author = "edgetam-export"
@@ -111,7 +134,7 @@ class CoreMLBackend(Backend):
         model.save(str(artifact))
         return {
             "precision": recipe.precision,
-            "deployment_target": target,
+            "deployment_target": recipe.deployment_target or "iOS17",
             "compute_units": recipe.compute_units or "ALL",
         }
 

@@ -139,6 +139,19 @@ def _layer_norm(op, get) -> np.ndarray:
     return out * gamma + beta if gamma is not None else out
 
 
+def _batch_norm(op, get) -> np.ndarray:
+    """Per-channel (axis 1) normalization; coremltools folds a per-channel multiply-add into it."""
+    x = get("x").astype(np.float32)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+
+    def channel(key: str, default: float) -> np.ndarray:
+        value = get(key)
+        return np.full(1, default, np.float32) if value is None else np.asarray(value, np.float32).reshape(shape)
+
+    scale = channel("gamma", 1.0) / np.sqrt(channel("variance", 1.0) + float(get("epsilon", 1e-5)))
+    return (x - channel("mean", 0.0)) * scale + channel("beta", 0.0)
+
+
 def _matmul(op, get) -> np.ndarray:
     x, y = get("x").astype(np.float32), get("y").astype(np.float32)
     if bool(get("transpose_x", False)):
@@ -188,7 +201,11 @@ OPS: dict[str, Callable] = {
     "cos": lambda op, get: np.cos(_f(get("x"))),
     "softmax": _softmax,
     "layer_norm": _layer_norm,
+    "batch_norm": _batch_norm,
     "reduce_mean": lambda op, get: _f(get("x")).mean(
+        axis=tuple(int(a) for a in get("axes")), keepdims=bool(get("keep_dims", False))
+    ),
+    "reduce_max": lambda op, get: _f(get("x")).max(
         axis=tuple(int(a) for a in get("axes")), keepdims=bool(get("keep_dims", False))
     ),
     "linear": lambda op, get: _f(get("x")) @ _f(get("weight")).T + (

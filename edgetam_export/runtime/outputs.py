@@ -24,6 +24,17 @@ def save_mask(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(path)
 
 
+def load_mask(path: Path) -> np.ndarray:
+    """A mask PNG (or any picture) as a boolean array: nonzero pixels are the object."""
+    if not path.is_file():
+        raise EdgeTamExportError(f"mask '{path}' does not exist")
+    try:
+        with Image.open(path) as opened:
+            return np.asarray(opened.convert("L")) > 0
+    except (OSError, ValueError):
+        raise EdgeTamExportError(f"cannot decode mask '{path}': not a readable picture file") from None
+
+
 def overlay(
     image: Image.Image,
     masks: list[np.ndarray],

@@ -21,7 +21,7 @@ from edgetam_export.runtime.processing import (
     ObjectPrompt,
     load_image,
     pack_slots,
-    preprocess_image,
+    image_encoder_inputs,
     resize_logits,
     select_masks,
 )
@@ -107,8 +107,8 @@ class EdgeTamPredictor:
     def set_image(self, image: str | Path | Image.Image | np.ndarray) -> ImageEmbedding:
         """Run the image encoder once; the embedding serves any number of prompts."""
         picture = load_image(image)
-        pixels = preprocess_image(picture, self.image_size)
-        features = self.runners["image_encoder"].run({"pixel_values": pixels})
+        encoder = self.runners["image_encoder"]
+        features = encoder.run(image_encoder_inputs(picture, encoder.spec))
         return ImageEmbedding(features=features, original_size=(picture.height, picture.width))
 
     def decode(

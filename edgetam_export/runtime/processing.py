@@ -18,14 +18,17 @@ from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.spec import (
     BOX_CORNER_LABELS,
     EMPTY_SLOT_LABEL,
+    IMAGE_MEAN,
+    IMAGE_STD,
     NEGATIVE_LABEL,
     NOT_A_POINT_LABEL,
     PADDING_POINT_LABEL,
     POSITIVE_LABEL,
+    StageSpec,
 )
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET_MEAN = np.array(IMAGE_MEAN, dtype=np.float32)
+IMAGENET_STD = np.array(IMAGE_STD, dtype=np.float32)
 
 #: transformers' stability fallback for single-mask output (mask decoder config defaults).
 STABILITY_DELTA = 0.05
@@ -57,6 +60,16 @@ def preprocess_image(image: Image.Image, size: int) -> np.ndarray:
     return np.ascontiguousarray(normalized.transpose(2, 0, 1)[None])
 
 
+def image_encoder_inputs(image: Image.Image, spec: StageSpec) -> dict[str, np.ndarray]:
+    """The image encoder's input for a picture: normalized `pixel_values`, or the resized 0..255 RGB
+    pixels of a stage exported with an image input (normalization inside, as a camera frame arrives)."""
+    size = spec.inputs[0].shape[-1]
+    if spec.input_names == ["image"]:
+        resized = np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32)
+        return {"image": np.ascontiguousarray(resized.transpose(2, 0, 1)[None])}
+    return {"pixel_values": preprocess_image(image, size)}
+
+
 def bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
     """(out, in) matrix of PyTorch's bilinear interpolation weights (align_corners=False, no antialias)."""
     # Same float32 arithmetic as PyTorch's area_pixel_compute_source_index.
@@ -69,6 +82,36 @@ def bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
     np.add.at(weights, (np.arange(out_size), low), 1.0 - frac)
     np.add.at(weights, (np.arange(out_size), high), frac)
     return weights
+
+
+def antialiased_weights(in_size: int, out_size: int) -> np.ndarray:
+    """(out, in) matrix of PyTorch's antialiased bilinear interpolation (align_corners=False), the
+    resize transformers applies to mask prompts: a triangle filter widened by the downscale factor,
+    renormalized where it crosses the border. Rounded in float32 where PyTorch's kernel rounds."""
+    f32 = np.float32
+    scale = f32(in_size) / f32(out_size)
+    support = scale if scale >= 1.0 else f32(1.0)
+    inverse = f32(1.0) / scale if scale >= 1.0 else f32(1.0)
+    weights = np.zeros((out_size, in_size), dtype=np.float32)
+    for i in range(out_size):
+        center = f32(float(scale) * (i + 0.5))
+        low = max(int(float(center) - float(support) + 0.5), 0)  # int() truncates toward zero, as C++ does
+        high = min(int(float(center) + float(support) + 0.5), in_size)
+        offsets = (np.arange(low, high, dtype=np.float32) - center).astype(np.float64) + 0.5
+        taps = np.maximum(f32(1.0) - np.abs((offsets * float(inverse)).astype(np.float32)), f32(0.0))
+        total = f32(0.0)
+        for tap in taps:
+            total = f32(total + tap)
+        if total != 0:
+            weights[i, low:high] = taps / total
+    return weights
+
+
+def resize_antialiased(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize (..., h, w) values to (..., height, width) as `interpolate(..., antialias=True)` does."""
+    rows = antialiased_weights(values.shape[-2], height)
+    cols = antialiased_weights(values.shape[-1], width)
+    return np.matmul(np.matmul(rows, values.astype(np.float32)), cols.T)
 
 
 def resize_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:

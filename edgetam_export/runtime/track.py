@@ -15,20 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.runtime.outputs import overlay, prepare_folder, save_mask
+from edgetam_export.runtime.outputs import load_mask, overlay, prepare_folder, save_mask
 from edgetam_export.runtime.tracker import EdgeTamTracker, FrameResult
 from edgetam_export.runtime.video import VideoFrames
 
 
 @dataclass(frozen=True)
 class VideoPrompt:
-    """A click (label 1 / 0) or a box for one object on one frame, in video pixels."""
+    """A click (label 1 / 0), a box (video pixels) or a mask picture for one object on one frame."""
 
     frame: int
     obj_id: int
     point: tuple[float, float] | None = None
     label: int = 1
     box: tuple[float, float, float, float] | None = None
+    mask: Path | None = None
 
 
 class _Writer:
@@ -70,7 +71,9 @@ def track_video(
     """Track the prompted objects from their first prompted frame to the end (and back to frame 0
     with `reverse`); write masks, overlay.mp4 and summary.json; return the summary."""
     if not prompts:
-        raise EdgeTamExportError("no prompt given: pass --point FRAME:OBJ:X,Y or --box FRAME:OBJ:X0,Y0,X1,Y1")
+        raise EdgeTamExportError(
+            "no prompt given: pass --point FRAME:OBJ:X,Y, --box FRAME:OBJ:X0,Y0,X1,Y1 or --mask FRAME:OBJ:PNG"
+        )
     out = Path(out)
     tracker = EdgeTamTracker.from_bundle(bundle)
     session = tracker.init_session(VideoFrames(video))
@@ -95,13 +98,21 @@ def track_video(
         for index, frame in enumerate(prompted):
             for obj, items in by_frame[frame].items():
                 boxes = [p.box for p in items if p.box is not None]
-                if len(boxes) > 1:
-                    raise EdgeTamExportError(f"object {obj} has {len(boxes)} boxes on frame {frame}; give one")
+                masks = [p.mask for p in items if p.mask is not None]
+                if len(boxes) > 1 or len(masks) > 1:
+                    raise EdgeTamExportError(f"object {obj} has several boxes or masks on frame {frame}; give one")
                 clicks = [p for p in items if p.point is not None]
-                session.add_prompt(
-                    frame, obj, [p.point for p in clicks] or None, [p.label for p in clicks] or None,
-                    boxes[0] if boxes else None,
-                )
+                if masks and (clicks or boxes):
+                    raise EdgeTamExportError(
+                        f"object {obj} has a mask and clicks or a box on frame {frame}; a mask prompt stands alone"
+                    )
+                if masks:
+                    session.add_mask(frame, obj, load_mask(masks[0]))
+                else:
+                    session.add_prompt(
+                        frame, obj, [p.point for p in clicks] or None, [p.label for p in clicks] or None,
+                        boxes[0] if boxes else None,
+                    )
                 result = session.run_frame(frame)
             emit(result)
             stop = prompted[index + 1] - 1 if index + 1 < len(prompted) else session.num_frames - 1

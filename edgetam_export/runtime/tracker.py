@@ -23,11 +23,19 @@ from PIL import Image
 from edgetam_export.bundle import Bundle, read_bundle
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.runtime.predictor import load_runners
-from edgetam_export.runtime.processing import preprocess_image, resize_logits, stability_scores, STABILITY_THRESHOLD
+from edgetam_export.runtime.processing import (
+    STABILITY_THRESHOLD,
+    image_encoder_inputs,
+    resize_antialiased,
+    resize_logits,
+    stability_scores,
+)
 from edgetam_export.runtime.video import VideoFrames
 from edgetam_export.stages.spec import (
     BOX_CORNER_LABELS,
     EMPTY_SLOT_LABEL,
+    MASK_LOGIT_BIAS,
+    MASK_LOGIT_SCALE,
     NEGATIVE_LABEL,
     NOT_A_POINT_LABEL,
     POSITIVE_LABEL,
@@ -35,6 +43,16 @@ from edgetam_export.stages.spec import (
 
 #: transformers' placeholder logit for the masks of an object predicted absent.
 NO_OBJECT_SCORE = -1024.0
+#: The stages a tracker runs; `mask_prompt_encoder` is needed only for mask prompts.
+TRACKING_STAGES = ("image_encoder", "prompt_decoder", "memory_encoder", "memory_attention")
+MASK_PROMPT_STAGE = "mask_prompt_encoder"
+
+
+@dataclass(frozen=True)
+class MaskPrompt:
+    """A mask given for an object on a frame, at the model input size (S, S): 1.0 inside, 0.0 outside."""
+
+    mask: np.ndarray
 
 
 @dataclass
@@ -51,7 +69,7 @@ class FrameMemory:
 @dataclass
 class TrackedObject:
     obj_id: int
-    prompts: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # frame -> (coords, labels)
+    prompts: dict[int, tuple[np.ndarray, np.ndarray] | MaskPrompt] = field(default_factory=dict)  # frame -> prompt
     conditioning: dict[int, FrameMemory] = field(default_factory=dict)
     tracked: dict[int, FrameMemory] = field(default_factory=dict)
     tracked_direction: dict[int, bool] = field(default_factory=dict)  # frame -> reverse
@@ -78,7 +96,7 @@ class _Work:
     obj: TrackedObject
     initial: bool
     reverse: bool
-    prompt: tuple[np.ndarray, np.ndarray] | None
+    prompt: tuple[np.ndarray, np.ndarray] | MaskPrompt | None
 
 
 class TrackingSession:
@@ -109,15 +127,9 @@ class TrackingSession:
         As in transformers, new prompts replace the object's earlier prompts on that frame, and
         only the objects prompted by the latest call count as newly prompted.
         """
-        if not 0 <= frame_idx < self.num_frames:
-            raise EdgeTamExportError(f"frame {frame_idx} does not exist: the video has frames 0 to {self.num_frames - 1}")
+        self._check_prompt_target(frame_idx, obj_id)
         if points is None and box is None:
             raise EdgeTamExportError(f"object {obj_id}: give points or a box")
-        if obj_id not in self.objects and len(self.objects) >= self.tracker.max_tracked_objects:
-            raise EdgeTamExportError(
-                f"object {obj_id} would be object {len(self.objects) + 1}; this tracker holds at most "
-                f"{self.tracker.max_tracked_objects} (raise max_tracked_objects)"
-            )
         width, height = self.frames.width, self.frames.height
         xy = np.asarray(points if points is not None else [], np.float32).reshape(-1, 2)
         lab = np.asarray(labels if labels is not None else [POSITIVE_LABEL] * len(xy), np.int32).reshape(-1)
@@ -138,6 +150,39 @@ class TrackingSession:
         scale = np.array([size / width, size / height], np.float32)
         self.objects.setdefault(obj_id, TrackedObject(obj_id)).prompts[frame_idx] = (xy * scale, lab)
         self.objects_with_new_prompts = [obj_id]
+
+    def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray) -> None:
+        """A mask (height x width of the video, nonzero inside) for one object on one frame.
+
+        As in transformers, the mask itself is the frame's output and memory (the decoder only
+        supplies the object pointer), and it replaces the object's earlier prompts on that frame.
+        """
+        self._check_prompt_target(frame_idx, obj_id)
+        if MASK_PROMPT_STAGE not in self.tracker.runners:
+            raise EdgeTamExportError(
+                f"bundle '{self.tracker.bundle.path}' has no {MASK_PROMPT_STAGE} stage (exported before mask "
+                "prompts were supported); re-export it to use mask prompts"
+            )
+        mask = np.asarray(mask)
+        width, height, size = self.frames.width, self.frames.height, self.tracker.image_size
+        if mask.shape != (height, width):
+            raise EdgeTamExportError(
+                f"object {obj_id}: the mask is {'x'.join(map(str, mask.shape[::-1]))} but the video is {width}x{height}"
+            )
+        binary = (mask != 0).astype(np.float32)
+        if binary.shape != (size, size):  # Sam2VideoProcessor: antialiased resize, then threshold at 0.5
+            binary = (resize_antialiased(binary, size, size) >= 0.5).astype(np.float32)
+        self.objects.setdefault(obj_id, TrackedObject(obj_id)).prompts[frame_idx] = MaskPrompt(binary)
+        self.objects_with_new_prompts = [obj_id]
+
+    def _check_prompt_target(self, frame_idx: int, obj_id: int) -> None:
+        if not 0 <= frame_idx < self.num_frames:
+            raise EdgeTamExportError(f"frame {frame_idx} does not exist: the video has frames 0 to {self.num_frames - 1}")
+        if obj_id not in self.objects and len(self.objects) >= self.tracker.max_tracked_objects:
+            raise EdgeTamExportError(
+                f"object {obj_id} would be object {len(self.objects) + 1}; this tracker holds at most "
+                f"{self.tracker.max_tracked_objects} (raise max_tracked_objects)"
+            )
 
     def run_frame(self, frame_idx: int, reverse: bool = False) -> FrameResult:
         """Segment every object on one frame (the prompted frame after add_prompt, or the next tracked one)."""
@@ -208,45 +253,70 @@ class TrackingSession:
 
     def _frame_features(self, frame_idx: int) -> dict[str, np.ndarray]:
         if self._features is None or self._features[0] != frame_idx:
-            pixels = preprocess_image(self.frames.frame(frame_idx), self.tracker.image_size)
-            self._features = (frame_idx, self.tracker.run_stage("image_encoder", {"pixel_values": pixels}))
+            inputs = image_encoder_inputs(self.frames.frame(frame_idx), self.tracker.runners["image_encoder"].spec)
+            self._features = (frame_idx, self.tracker.run_stage("image_encoder", inputs))
         return self._features[1]
 
     def _compute(self, frame_idx: int, work: list[_Work]) -> list[FrameMemory]:
         tracker = self.tracker
         features = self._frame_features(frame_idx)
-        embeddings = np.repeat(features["image_embeddings"], len(work), axis=0)
-        tracked = [i for i, item in enumerate(work) if not item.initial]
+        count, mask_size = len(work), tracker.image_size // 4
+        masked = [i for i, item in enumerate(work) if isinstance(item.prompt, MaskPrompt)]
+        unmasked = [i for i in range(count) if i not in masked]
+        embeddings = np.repeat(features["image_embeddings"], count, axis=0)
+        tracked = [i for i in unmasked if not work[i].initial]
         if tracked:
             banks = [self._bank(work[i].obj, frame_idx, work[i].reverse) for i in tracked]
             inputs = {name: np.stack([bank[name] for bank in banks]) for name in banks[0]}
             inputs["vision_features"] = features["vision_features"]
             conditioned = tracker.run_batched("memory_attention", inputs)["conditioned_features"]
             embeddings[tracked] = conditioned
-        coords, labels, multimask = tracker.video_prompt_slots([item.prompt for item in work])
-        count = len(work)
-        mask_size = tracker.image_size // 4
+        mask_input = np.zeros((count, 1, mask_size, mask_size), np.float32)
+        has_mask_input = np.zeros(count, np.float32)
+        if masked:
+            # transformers' `_use_mask_as_output`: the decoder sees the raw frame features and the mask
+            # through `mask_downsample`, only to produce the object pointer.
+            drawn = np.stack([work[i].prompt.mask[None] for i in masked])
+            prompted = tracker.run_batched(
+                MASK_PROMPT_STAGE, {"vision_features": features["vision_features"], "masks": drawn}
+            )
+            embeddings[masked] = features["vision_features"]
+            mask_input[masked] = prompted["decoder_mask_input"]
+            has_mask_input[masked] = 1.0
+        points = [None if isinstance(item.prompt, MaskPrompt) else item.prompt for item in work]
+        coords, labels, multimask = tracker.video_prompt_slots(points)
         decoded = tracker.run_batched("prompt_decoder", {
             "image_embeddings": embeddings,
             "high_res_features_0": features["high_res_features_0"],
             "high_res_features_1": features["high_res_features_1"],
             "point_coords": coords,
             "point_labels": labels,
-            "mask_input": np.zeros((count, 1, mask_size, mask_size), np.float32),
-            "has_mask_input": np.zeros(count, np.float32),
+            "mask_input": mask_input,
+            "has_mask_input": has_mask_input,
         })
         masks, pointers = select_for_tracking(decoded, multimask)
-        scores = decoded["object_score_logits"][:, 0]
+        scores = decoded["object_score_logits"][:, 0].copy()
         masks = np.where(scores[:, None, None] > 0, masks, np.float32(NO_OBJECT_SCORE))
-        encoded = tracker.run_batched("memory_encoder", {
-            "vision_features": features["vision_features"],
-            "mask_logits": masks[:, None],
-            "object_score_logits": decoded["object_score_logits"],
-            "mask_is_binary": np.array([item.prompt is not None for item in work], np.float32),
-        })
+        memory_features = np.zeros((count, tracker.memory_tokens, tracker.memory_dim), np.float32)
+        memory_positions = np.zeros_like(memory_features)
+        if unmasked:
+            encoded = tracker.run_batched("memory_encoder", {
+                "vision_features": features["vision_features"],
+                "mask_logits": masks[unmasked][:, None],
+                "object_score_logits": decoded["object_score_logits"][unmasked],
+                "mask_is_binary": np.array([work[i].prompt is not None for i in unmasked], np.float32),
+            })
+            memory_features[unmasked] = encoded["memory_features"]
+            memory_positions[unmasked] = encoded["memory_positions"]
+        if masked:
+            masks[masked] = resize_antialiased(drawn[:, 0] * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS, mask_size, mask_size)
+            scores[masked] = prompted["object_score_logits"][:, 0]
+            present = scores[masked, None] > 0
+            pointers[masked] = np.where(present, pointers[masked], prompted["no_object_pointer"])
+            memory_features[masked] = prompted["memory_features"]
+            memory_positions[masked] = prompted["memory_positions"]
         return [
-            FrameMemory(masks[i], float(scores[i]), pointers[i], encoded["memory_features"][i],
-                        encoded["memory_positions"][i])
+            FrameMemory(masks[i], float(scores[i]), pointers[i], memory_features[i], memory_positions[i])
             for i in range(count)
         ]
 
@@ -324,7 +394,7 @@ def select_for_tracking(decoded: dict[str, np.ndarray], multimask: np.ndarray) -
 
 
 class EdgeTamTracker:
-    """Runs a bundle's four stages over video frames."""
+    """Runs a bundle's stages over video frames."""
 
     def __init__(self, bundle: Bundle, runners: dict, max_tracked_objects: int = 64) -> None:
         self.bundle = bundle
@@ -352,8 +422,8 @@ class EdgeTamTracker:
     @classmethod
     def from_bundle(cls, path: str | Path, max_tracked_objects: int = 64) -> EdgeTamTracker:
         bundle = read_bundle(path)
-        stages = ["image_encoder", "prompt_decoder", "memory_encoder", "memory_attention"]
-        return cls(bundle, load_runners(bundle, stages), max_tracked_objects)
+        optional = [MASK_PROMPT_STAGE] if MASK_PROMPT_STAGE in bundle.stage_names else []
+        return cls(bundle, load_runners(bundle, [*TRACKING_STAGES, *optional]), max_tracked_objects)
 
     def init_session(
         self, video: str | Path | list[Image.Image] | VideoFrames, memory_window: int | None = 32

@@ -6,25 +6,46 @@ import torch
 from torch import nn
 from transformers import EdgeTamVideoModel
 
-from edgetam_export.stages.spec import StageShapes, StageSpec, TensorSpec
+from edgetam_export.stages.spec import IMAGE_MEAN, IMAGE_STD, StageShapes, StageSpec, TensorSpec
 
 NAME = "image_encoder"
 
 
+def image_from_pixel_values(pixel_values: torch.Tensor) -> torch.Tensor:
+    """Undo the processor's normalization: the 0..255 RGB pixels an `image` input takes."""
+    mean = torch.tensor(IMAGE_MEAN).reshape(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD).reshape(1, 3, 1, 1)
+    return (pixel_values * std + mean) * 255.0
+
+
+def pixel_values_from_image(image: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGE_MEAN).reshape(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD).reshape(1, 3, 1, 1)
+    return (image / 255.0 - mean) / std
+
+
 def spec(shapes: StageShapes) -> StageSpec:
     s, c, e = shapes.image_size, shapes.hidden_size, shapes.embed_size
+    if shapes.image_input:
+        pixels = TensorSpec(
+            "image",
+            (1, 3, s, s),
+            "float32",
+            f"RGB image resized to {s}x{s} (bilinear), pixel values 0..255, NCHW; the ImageNet normalization "
+            "is inside the stage. A Core ML package takes it as an RGB image (CVPixelBuffer, CGImage).",
+        )
+    else:
+        pixels = TensorSpec(
+            "pixel_values",
+            (1, 3, s, s),
+            "float32",
+            f"RGB image resized to {s}x{s} (bilinear), scaled to [0,1], normalized with ImageNet "
+            f"mean {IMAGE_MEAN} and std {IMAGE_STD}; NCHW.",
+        )
     return StageSpec(
         name=NAME,
         description="RepViT-M1 image encoder and FPN neck; run once per image or frame.",
-        inputs=(
-            TensorSpec(
-                "pixel_values",
-                (1, 3, s, s),
-                "float32",
-                f"RGB image resized to {s}x{s} (bilinear), scaled to [0,1], normalized with ImageNet "
-                "mean (0.485,0.456,0.406) and std (0.229,0.224,0.225); NCHW.",
-            ),
-        ),
+        inputs=(pixels,),
         outputs=(
             TensorSpec(
                 "image_embeddings",
@@ -61,7 +82,7 @@ class ImageEncoderStage(nn.Module):
     """RepViT backbone + FPN + the decoder's high-resolution projections.
 
     Shapes:
-        pixel_values: (1, 3, S, S) float32, normalized
+        pixels: (1, 3, S, S) float32, normalized (or 0..255 with `shapes.image_input`)
         -> image_embeddings (1, 256, S/16, S/16), vision_features (1, 256, S/16, S/16),
            high_res_features_0 (1, 32, S/4, S/4), high_res_features_1 (1, 64, S/8, S/8)
     """
@@ -72,9 +93,16 @@ class ImageEncoderStage(nn.Module):
         self.conv_s0 = model.mask_decoder.conv_s0
         self.conv_s1 = model.mask_decoder.conv_s1
         self.no_memory_embedding = nn.Parameter(model.no_memory_embedding.detach().reshape(1, -1, 1, 1).clone())
+        self.normalizes = shapes.image_input
+        if self.normalizes:  # (x / 255 - mean) / std as one multiply-add per channel
+            std = torch.tensor(IMAGE_STD).reshape(1, 3, 1, 1)
+            self.register_buffer("pixel_scale", 1.0 / (255.0 * std))
+            self.register_buffer("pixel_offset", -torch.tensor(IMAGE_MEAN).reshape(1, 3, 1, 1) / std)
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        fpn = self.vision_encoder(pixel_values, return_dict=True).fpn_hidden_states
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.normalizes:
+            pixels = pixels * self.pixel_scale + self.pixel_offset
+        fpn = self.vision_encoder(pixels, return_dict=True).fpn_hidden_states
         vision_features = fpn[2]
         return (
             vision_features + self.no_memory_embedding,
@@ -87,7 +115,8 @@ class ImageEncoderStage(nn.Module):
 @torch.no_grad()
 def upstream(model: EdgeTamVideoModel, shapes: StageShapes, inputs: dict[str, torch.Tensor]) -> dict:
     """transformers' own path: `get_image_features` and the no-memory embedding of `_single_frame_forward`."""
-    features = model.get_image_features(inputs["pixel_values"], return_dict=True).fpn_hidden_states
+    pixel_values = inputs["pixel_values"] if "pixel_values" in inputs else pixel_values_from_image(inputs["image"])
+    features = model.get_image_features(pixel_values, return_dict=True).fpn_hidden_states
     sizes = model.backbone_feature_sizes
 
     def to_nchw(flat: torch.Tensor, size: list[int]) -> torch.Tensor:

@@ -127,14 +127,19 @@ class MemoryEncoderStage(nn.Module):
         object_score_logits: torch.Tensor,
         mask_is_binary: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        num_objects = mask_logits.shape[0]
         high_res = F.interpolate(
             mask_logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
         )
         binary = mask_is_binary.reshape(-1, 1, 1, 1)
         mask = binary * (high_res > 0).to(high_res.dtype) + (1.0 - binary) * torch.sigmoid(high_res)
+        return self.encode(vision_features, mask, object_score_logits)
+
+    def encode(
+        self, vision_features: torch.Tensor, mask: torch.Tensor, object_score_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory tokens of (N, 1, S, S) mask probabilities in 0..1 at the model's input size."""
         mask = mask * self.mask_scale + self.mask_bias
-        features = vision_features.expand(num_objects, -1, -1, -1)
+        features = vision_features.expand(mask.shape[0], -1, -1, -1)
         memory, positions = self.memory_encoder(features, mask)
         if self.occlusion_embedding is not None:
             hidden = (object_score_logits <= 0).to(memory.dtype)[..., None, None]

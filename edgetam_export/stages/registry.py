@@ -1,4 +1,4 @@
-"""The registry of the four static-shape stages EdgeTAM is cut into, in pipeline order.
+"""The registry of the static-shape stages EdgeTAM is cut into, in pipeline order.
 
 Each stage has one home (its module): the contract (`spec`), the export wrapper (an `nn.Module`
 over transformers' submodules) and the `upstream` computation through transformers' own code,
@@ -16,7 +16,13 @@ from torch import nn
 from transformers import EdgeTamVideoModel
 
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.stages import image_encoder, memory_attention, memory_encoder, prompt_decoder
+from edgetam_export.stages import (
+    image_encoder,
+    mask_prompt_encoder,
+    memory_attention,
+    memory_encoder,
+    prompt_decoder,
+)
 from edgetam_export.stages.common import assert_all_contiguous
 from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
 
@@ -50,6 +56,7 @@ STAGES: dict[str, StageDefinition] = {
         (prompt_decoder, prompt_decoder.PromptDecoderStage),
         (memory_encoder, memory_encoder.MemoryEncoderStage),
         (memory_attention, memory_attention.MemoryAttentionStage),
+        (mask_prompt_encoder, mask_prompt_encoder.MaskPromptEncoderStage),
     )
 }
 
@@ -62,7 +69,7 @@ def get_stage(name: str) -> StageDefinition:
 
 def stage_shapes(
     model: EdgeTamVideoModel, *, point_slots: int, max_objects: int, memory_slots: int | None = None,
-    pointer_slots: int | None = None,
+    pointer_slots: int | None = None, image_input: bool = False,
 ) -> StageShapes:
     """The stage sizes of a model under a recipe's capacities (defaults: the model's own)."""
     config = model.config
@@ -77,6 +84,7 @@ def stage_shapes(
         memory_slots=memory_slots if memory_slots is not None else int(config.num_maskmem),
         pointer_slots=pointer_slots if pointer_slots is not None else int(config.max_object_pointers_in_encoder),
         temporal_encodings=int(config.num_maskmem),
+        image_input=image_input,
     )
 
 

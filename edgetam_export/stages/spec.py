@@ -25,6 +25,13 @@ EMPTY_SLOT_LABEL = -100
 _TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32}
 
 
+#: transformers' logits for a mask prompt used as a video frame's output: 20 * mask - 10.
+MASK_LOGIT_SCALE = 20.0
+MASK_LOGIT_BIAS = -10.0
+#: Sam2ImageProcessor's normalization (ImageNet statistics); inside the image encoder for an `image` input.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One named input or output of a stage."""
@@ -65,6 +72,9 @@ class StageShapes:
     memory_slots: int
     pointer_slots: int
     temporal_encodings: int
+    #: The image encoder takes 0..255 RGB pixels (`image`, normalization inside; a Core ML image input)
+    #: instead of normalized `pixel_values`.
+    image_input: bool = False
 
     @property
     def embed_size(self) -> int:
