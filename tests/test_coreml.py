@@ -210,6 +210,14 @@ def test_core_ml_prediction_on_linux_is_refused(coreml_bundles):
         CoreMLBackend("ALL").load(bundle.artifact("image_encoder"), bundle.spec("image_encoder"), {})
 
 
+@pytest.mark.skipif(on_macos(), reason="on macOS Core ML can predict; this checks the Linux refusal")
+def test_cli_refuses_core_ml_prediction_on_linux_in_one_line(coreml_bundles, data_dir):
+    from tests.test_cli import assert_one_line_error, cli
+
+    result = cli("verify", str(coreml_bundles["coreml-fp16"].path), "--coreml-runtime", "ALL", "--data", str(data_dir))
+    assert_one_line_error(result, "Core ML prediction needs macOS")
+
+
 def test_corrupt_package_and_bad_deployment_target(coreml_bundles, tiny_reference, tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(coreml_bundles["coreml-fp32"].path, copy)

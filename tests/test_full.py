@@ -17,9 +17,9 @@ def full_reference():
     return random_reference(seed=0, size="full")
 
 
-@pytest.mark.parametrize(
-    "recipe_name", ["executorch-xnnpack-fp32", "onnx-fp32", "coreml-fp16", "executorch-coreml-fp16"]
-)
+# executorch-coreml-fp16 shares coreml-fp16's Core ML conversion; its full size is measured by hand
+# (about 140 s) to keep CI within its time budget, and its tiny bundle is verified in test_coreml.
+@pytest.mark.parametrize("recipe_name", ["executorch-xnnpack-fp32", "onnx-fp32", "coreml-fp16"])
 def test_full_size_export_passes_parity(full_reference, recipe_name, tmp_path, data_dir):
     recipe = load_recipe(recipe_name)
     bundle = export_bundle(full_reference, recipe, tmp_path / recipe_name, data_dir=data_dir)
