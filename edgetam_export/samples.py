@@ -19,7 +19,7 @@ from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.reference import Reference
 from edgetam_export.stages.image_encoder import image_from_pixel_values
 from edgetam_export.stages.registry import STAGES, StageShapes
-from edgetam_export.stages.spec import BOX_CORNER_LABELS, EMPTY_SLOT_LABEL, NOT_A_POINT_LABEL
+from edgetam_export.stages.spec import BOX_CORNER_LABELS, EMPTY_SLOT_LABEL, IMAGE_INPUT, NOT_A_POINT_LABEL
 
 #: Where the sample images live: $EDGETAM_EXPORT_DATA, else ../shared/data beside the checkout.
 DATA_ENV = "EDGETAM_EXPORT_DATA"
@@ -116,7 +116,7 @@ def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None
 
     def encoder_inputs(image: Image.Image) -> dict[str, torch.Tensor]:
         pixel_values = preprocess(reference, image)
-        return {"image": image_from_pixel_values(pixel_values)} if shapes.image_input else {"pixel_values": pixel_values}
+        return {IMAGE_INPUT: image_from_pixel_values(pixel_values)} if shapes.image_input else {"pixel_values": pixel_values}
 
     encoded = []
     for index, image in enumerate(stills + frames[:1]):

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgetam_export.backends.base import Backend, ordered_inputs
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.stages.spec import OBJECTS, StageSpec
+from edgetam_export.stages.spec import IMAGE_INPUT, OBJECTS, StageSpec
 
 if TYPE_CHECKING:
     from torch.export import ExportedProgram
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 DEPLOYMENT_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 INTERPRETER = "mil-interpreter"
-#: The image encoder's input name when it takes pixels (`image_input` recipes): a Core ML image input.
-IMAGE_INPUT = "image"
 
 
 def on_macos() -> bool:

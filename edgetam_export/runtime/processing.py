@@ -18,6 +18,7 @@ from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.spec import (
     BOX_CORNER_LABELS,
     EMPTY_SLOT_LABEL,
+    IMAGE_INPUT,
     IMAGE_MEAN,
     IMAGE_STD,
     NEGATIVE_LABEL,
@@ -53,20 +54,24 @@ def load_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
         raise EdgeTamExportError(f"cannot decode image '{path}': not a readable picture file") from None
 
 
+def resized_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """(1, 3, size, size) float32 RGB values 0..255, resized as Sam2ImageProcessor resizes."""
+    resized = np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32)
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None])
+
+
 def preprocess_image(image: Image.Image, size: int) -> np.ndarray:
     """(1, 3, size, size) float32 pixel values, as Sam2ImageProcessor makes them."""
-    resized = np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32)
-    normalized = (resized - IMAGENET_MEAN * 255.0) / (IMAGENET_STD * 255.0)
-    return np.ascontiguousarray(normalized.transpose(2, 0, 1)[None])
+    pixels = resized_pixels(image, size)
+    return (pixels - IMAGENET_MEAN.reshape(1, 3, 1, 1) * 255.0) / (IMAGENET_STD.reshape(1, 3, 1, 1) * 255.0)
 
 
 def image_encoder_inputs(image: Image.Image, spec: StageSpec) -> dict[str, np.ndarray]:
     """The image encoder's input for a picture: normalized `pixel_values`, or the resized 0..255 RGB
     pixels of a stage exported with an image input (normalization inside, as a camera frame arrives)."""
     size = spec.inputs[0].shape[-1]
-    if spec.input_names == ["image"]:
-        resized = np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32)
-        return {"image": np.ascontiguousarray(resized.transpose(2, 0, 1)[None])}
+    if spec.input_names == [IMAGE_INPUT]:
+        return {IMAGE_INPUT: resized_pixels(image, size)}
     return {"pixel_values": preprocess_image(image, size)}
 
 

@@ -6,21 +6,24 @@ import torch
 from torch import nn
 from transformers import EdgeTamVideoModel
 
-from edgetam_export.stages.spec import IMAGE_MEAN, IMAGE_STD, StageShapes, StageSpec, TensorSpec
+from edgetam_export.stages.spec import IMAGE_INPUT, IMAGE_MEAN, IMAGE_STD, StageShapes, StageSpec, TensorSpec
 
 NAME = "image_encoder"
 
 
+def _statistics() -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as (1, 3, 1, 1) tensors."""
+    return torch.tensor(IMAGE_MEAN).reshape(1, 3, 1, 1), torch.tensor(IMAGE_STD).reshape(1, 3, 1, 1)
+
+
 def image_from_pixel_values(pixel_values: torch.Tensor) -> torch.Tensor:
     """Undo the processor's normalization: the 0..255 RGB pixels an `image` input takes."""
-    mean = torch.tensor(IMAGE_MEAN).reshape(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).reshape(1, 3, 1, 1)
+    mean, std = _statistics()
     return (pixel_values * std + mean) * 255.0
 
 
 def pixel_values_from_image(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGE_MEAN).reshape(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).reshape(1, 3, 1, 1)
+    mean, std = _statistics()
     return (image / 255.0 - mean) / std
 
 
@@ -28,7 +31,7 @@ def spec(shapes: StageShapes) -> StageSpec:
     s, c, e = shapes.image_size, shapes.hidden_size, shapes.embed_size
     if shapes.image_input:
         pixels = TensorSpec(
-            "image",
+            IMAGE_INPUT,
             (1, 3, s, s),
             "float32",
             f"RGB image resized to {s}x{s} (bilinear), pixel values 0..255, NCHW; the ImageNet normalization "
@@ -95,9 +98,9 @@ class ImageEncoderStage(nn.Module):
         self.no_memory_embedding = nn.Parameter(model.no_memory_embedding.detach().reshape(1, -1, 1, 1).clone())
         self.normalizes = shapes.image_input
         if self.normalizes:  # (x / 255 - mean) / std as one multiply-add per channel
-            std = torch.tensor(IMAGE_STD).reshape(1, 3, 1, 1)
+            mean, std = _statistics()
             self.register_buffer("pixel_scale", 1.0 / (255.0 * std))
-            self.register_buffer("pixel_offset", -torch.tensor(IMAGE_MEAN).reshape(1, 3, 1, 1) / std)
+            self.register_buffer("pixel_offset", -mean / std)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.normalizes:
@@ -115,7 +118,7 @@ class ImageEncoderStage(nn.Module):
 @torch.no_grad()
 def upstream(model: EdgeTamVideoModel, shapes: StageShapes, inputs: dict[str, torch.Tensor]) -> dict:
     """transformers' own path: `get_image_features` and the no-memory embedding of `_single_frame_forward`."""
-    pixel_values = inputs["pixel_values"] if "pixel_values" in inputs else pixel_values_from_image(inputs["image"])
+    pixel_values = inputs["pixel_values"] if "pixel_values" in inputs else pixel_values_from_image(inputs[IMAGE_INPUT])
     features = model.get_image_features(pixel_values, return_dict=True).fpn_hidden_states
     sizes = model.backbone_feature_sizes
 

@@ -31,6 +31,8 @@ MASK_LOGIT_BIAS = -10.0
 #: Sam2ImageProcessor's normalization (ImageNet statistics); inside the image encoder for an `image` input.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
+#: The image encoder's input name when it takes 0..255 RGB pixels (`image_input`); otherwise `pixel_values`.
+IMAGE_INPUT = "image"
 
 @dataclass(frozen=True)
 class TensorSpec:
