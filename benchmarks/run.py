@@ -18,7 +18,7 @@ from edgetam_export.bundle import read_bundle
 from edgetam_export.export import export_bundle
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
-from edgetam_export.samples import default_data_dir
+from edgetam_export.sample_data import default_data_dir
 
 HERE = Path(__file__).resolve().parent
 RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32")
@@ -41,7 +41,7 @@ def main() -> None:
         out = args.models / f"bench-{args.size}-{recipe}"
         if not (args.reuse and (out / "manifest.json").exists()):
             started = time.perf_counter()
-            export_bundle(reference, load_recipe(recipe), out, data_dir=data_dir, progress=print)
+            export_bundle(reference, load_recipe(recipe), out, data_dir=data_dir, progress=print, overwrite=True)
             print(f"exported {out} in {time.perf_counter() - started:.0f} s")
         read_bundle(out)
         paths.append(out)

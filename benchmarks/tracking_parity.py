@@ -14,7 +14,8 @@ from edgetam_export.export import export_bundle
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
 from edgetam_export.runtime.tracker import EdgeTamTracker
-from edgetam_export.samples import default_data_dir, load_images
+from edgetam_export.sample_data import default_data_dir
+from edgetam_export.samples import load_images
 from edgetam_export.tracking_parity import SCRIPTS, compare_tracking
 
 HERE = Path(__file__).resolve().parent
@@ -29,14 +30,15 @@ def main() -> None:
     reference = random_reference(seed=0, size=args.size)
     data_dir = default_data_dir()
     bundle = HERE.parent / "models" / f"parity-{args.size}-{args.recipe}"
-    export_bundle(reference, load_recipe(args.recipe), bundle, data_dir=data_dir)
+    export_bundle(reference, load_recipe(args.recipe), bundle, data_dir=data_dir, overwrite=True)  # its own scratch
     frames = load_images(sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[: args.frames])
     tracker = EdgeTamTracker.from_bundle(bundle)
     document = {"model": reference.describe(), "recipe": args.recipe, "frames": len(frames), "scripts": {}}
     for name, script in SCRIPTS.items():
         parity = compare_tracking(reference, tracker, frames, script)
         document["scripts"][name] = {"steps": [repr(step) for step in script]} | parity.to_json()
-        print(f"{name}: {len(parity.frames)} frame results, min IoU {parity.min_iou:.5f}")
+        print(f"{name}: {len(parity.frames)} frame results, min IoU {parity.min_iou:.5f}, min logit PSNR "
+              f"{parity.min_logit_psnr:.1f} dB, presence agreement {parity.presence_agreement:.3f}")
     target = HERE / "results" / f"tracking_parity_{args.size}.json"
     target.write_text(json.dumps(document, indent=1) + "\n")
     print(f"wrote {target}")

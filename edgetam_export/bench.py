@@ -24,10 +24,12 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgetam_export.bundle import Bundle, read_bundle, sha256_of
-from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.export import reference_for_bundle, tool_versions
+from edgetam_export.progress import Progress
+from edgetam_export.safe_output import write_text_atomic
 from edgetam_export.reference import Reference, build_video_processor
-from edgetam_export.runtime.predictor import load_runners
+from edgetam_export.runtime.runners import load_runners
 from edgetam_export.runtime.tracker import TRACKING_STAGES, EdgeTamTracker
 from edgetam_export.samples import build_cases
 from edgetam_export.stages.registry import STAGES, StageShapes
@@ -122,7 +124,7 @@ def _objects(inputs: dict[str, torch.Tensor], spec, count: int) -> dict[str, tor
 
 def bench_stages(
     bundles: list[Bundle], reference: Reference, shapes: StageShapes, data_dir: Path | None, warmup: int, runs: int,
-    objects: tuple[int, ...] = (1,),
+    objects: tuple[int, ...] = (1,), counter: Progress | None = None,
 ) -> tuple[list[dict], dict]:
     """Latency of every stage the bundles share, for eager PyTorch (transformers' own code) and every bundle,
     plus FLOPs."""
@@ -143,20 +145,29 @@ def bench_stages(
             with torch.no_grad():
                 timing = time_calls(lambda: stage.upstream(model, shapes, inputs), warmup, runs)
             rows.append({"stage": name, "objects": count, "runtime": EAGER} | timing)
+            _advance(counter, f"{name} eager")
             arrays = {k: v.numpy() for k, v in inputs.items()}
             for bundle in bundles:
                 runner = runners[bundle.path][name]
                 timing = time_calls(lambda: runner.run(arrays), warmup, runs)
                 rows.append({"stage": name, "objects": count, "runtime": runtime_name(bundle)} | timing)
+                _advance(counter, f"{name} {runtime_name(bundle)}")
     return rows, flops
 
 
+def _advance(counter: Progress | None, note: str) -> None:
+    if counter is not None:
+        counter.advance(note=note)
+
+
 def runtime_name(bundle: Bundle) -> str:
-    recipe = bundle.manifest["recipe"]
-    return recipe["name"]
+    return bundle.manifest.recipe.name
 
 
-def bench_image_mode(bundles: list[Bundle], reference: Reference, image: Image.Image, warmup: int, runs: int) -> list:
+def bench_image_mode(
+    bundles: list[Bundle], reference: Reference, image: Image.Image, warmup: int, runs: int,
+    counter: Progress | None = None,
+) -> list:
     """Encoder once + one click decoded: transformers (processor + EdgeTamModel) and each bundle."""
     from edgetam_export.runtime import EdgeTamPredictor
 
@@ -165,6 +176,7 @@ def bench_image_mode(bundles: list[Bundle], reference: Reference, image: Image.I
                        return_tensors="pt")
     with torch.no_grad():
         rows = [{"runtime": EAGER} | time_calls(lambda: model(**inputs), warmup, runs)]
+    _advance(counter, "image mode eager")
     for bundle in bundles:
         predictor = EdgeTamPredictor(bundle, load_runners(bundle, ["image_encoder", "prompt_decoder"]))
 
@@ -172,6 +184,7 @@ def bench_image_mode(bundles: list[Bundle], reference: Reference, image: Image.I
             predictor.predict(predictor.set_image(image), points=[[(image.width / 2, image.height / 2)]])
 
         rows.append({"runtime": runtime_name(bundle)} | time_calls(segment, warmup, runs))
+        _advance(counter, f"image mode {runtime_name(bundle)}")
     return rows
 
 
@@ -186,7 +199,7 @@ def object_clicks(count: int, width: int, height: int) -> list[tuple[float, floa
 
 def bench_video(
     bundles: list[Bundle], reference: Reference, frames: list[Image.Image], object_counts: tuple[int, ...],
-    include_reference: bool = True,
+    include_reference: bool = True, counter: Progress | None = None,
 ) -> list[dict]:
     """Frames per second while propagating through `frames` with 1, 2, 4, 8 objects prompted on frame 0."""
     rows = []
@@ -208,6 +221,7 @@ def bench_video(
             elapsed = time.perf_counter() - started
             rows.append({"runtime": EAGER, "objects": count, "frames": tracked, "seconds": round(elapsed, 3),
                          "fps": round(tracked / elapsed, 4)})
+            _advance(counter, f"video {count} objects eager")
         for bundle in bundles:
             tracker = EdgeTamTracker(bundle, load_runners(bundle, TRACKING_STAGES))
             session = tracker.init_session(frames)
@@ -224,6 +238,7 @@ def bench_video(
                 "fps": round(tracked / elapsed, 4),
                 "stage_ms_per_frame": {k: round(v * 1000 / tracked, 2) for k, v in tracker.stage_seconds.items()},
             })
+            _advance(counter, f"video {count} objects {runtime_name(bundle)}")
     return rows
 
 
@@ -236,24 +251,29 @@ def run_benchmarks(
     video_frames: int = 20,
     object_counts: tuple[int, ...] = (1, 2, 4, 8),
     include_reference_video: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """The standard matrix over some bundles of the same weights; returns the results document."""
-    from edgetam_export.samples import default_data_dir, sample_pictures
+    from edgetam_export.sample_data import default_data_dir
+    from edgetam_export.samples import sample_pictures
 
     bundles = [read_bundle(path) for path in bundle_paths]
     if not bundles:
         raise EdgeTamExportError("give at least one bundle to benchmark")
-    weights = {b.manifest["model"]["weights_sha256"] for b in bundles}
-    shapes_all = {json.dumps(b.manifest["shapes"], sort_keys=True) for b in bundles}
+    weights = {b.manifest.model.weights_sha256 for b in bundles}
+    shapes_all = {b.manifest.shapes for b in bundles}
     if len(weights) != 1 or len(shapes_all) != 1:
         raise EdgeTamExportError("bundles benchmarked together must share weights and shapes (export them alike)")
     reference = reference_for_bundle(bundles[0])
-    shapes = StageShapes(**bundles[0].manifest["shapes"])
+    shapes = bundles[0].manifest.shapes
     data_dir = data_dir or default_data_dir()
     stills, _ = sample_pictures(data_dir)
     frames = _video_frames(data_dir, video_frames)
+    runtimes = 1 + len(bundles)
+    shared = [name for name in STAGES if all(name in bundle.stage_names for bundle in bundles)]
+    counter = Progress("bench: measurement", runtimes * (len(shared) + 1 + len(object_counts)), progress, 0.0)
     peak = matmul_peak_gflops()
-    stage_rows, flops = bench_stages(bundles, reference, shapes, data_dir, warmup, runs)
+    stage_rows, flops = bench_stages(bundles, reference, shapes, data_dir, warmup, runs, counter=counter)
     for row in stage_rows:
         gflop = flops[f"{row['stage']}/{row['objects']}"] / 1e9
         row["gflop"] = round(gflop, 6)
@@ -265,18 +285,18 @@ def run_benchmarks(
         "commit": code_commit(),
         "machine": machine() | {"fp32_matmul_gflops": peak},
         "tools": tool_versions(),
-        "model": bundles[0].manifest["model"],
+        "model": bundles[0].manifest.model.to_json(),
         "bundles": [
-            {"runtime": runtime_name(b), "path": str(b.path), "backend": b.backend, "recipe": b.manifest["recipe"],
+            {"runtime": runtime_name(b), "path": str(b.path), "backend": b.backend, "recipe": b.manifest.recipe.to_json(),
              "manifest_sha256": sha256_of(b.path / "manifest.json"),
-             "artifacts": {s: {"sha256": r["sha256"], "size_bytes": r["size_bytes"],
-                               "export_seconds": r["export_seconds"]} for s, r in b.manifest["stages"].items()}}
+             "artifacts": {s: {"sha256": r.sha256, "size_bytes": r.size_bytes,
+                               "export_seconds": r.export_seconds} for s, r in b.manifest.stages.items()}}
             for b in bundles
         ],
         "settings": {"warmup": warmup, "runs": runs, "video_frames": len(frames), "object_counts": list(object_counts)},
         "stages": stage_rows,
-        "image_mode": bench_image_mode(bundles, reference, stills[0], warmup, runs),
-        "video": bench_video(bundles, reference, frames, object_counts, include_reference_video),
+        "image_mode": bench_image_mode(bundles, reference, stills[0], warmup, runs, counter),
+        "video": bench_video(bundles, reference, frames, object_counts, include_reference_video, counter),
         "peak_rss_mb": peak_rss_mb(),
         "device_runs": [],
     }
@@ -307,13 +327,17 @@ def validate(document: dict, schema_name: str) -> None:
 
 def merge_device_run(results_path: Path, device_run_path: Path) -> dict:
     """Add a device run (from the iOS demo or an Android runner) to a results file, after validation."""
-    try:
-        run = json.loads(Path(device_run_path).read_text())
-        results = json.loads(Path(results_path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EdgeTamExportError(f"cannot read benchmark JSON ({exc})") from None
+    documents = []
+    for path, what in ((device_run_path, "device run"), (results_path, "--report results file")):
+        if not Path(path).is_file():
+            raise EdgeTamExportError(f"{what} '{path}' does not exist; give the JSON file written by the app or 'bench run'")
+        try:
+            documents.append(json.loads(Path(path).read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EdgeTamExportError(f"cannot read {what} '{path}' ({short_reason(exc)}); is it a JSON file?") from None
+    run, results = documents
     validate(run, "device_run.schema.json")
     validate(results, "results.schema.json")
     results["device_runs"].append(run)
-    Path(results_path).write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomic(Path(results_path), json.dumps(results, indent=1) + "\n")
     return results

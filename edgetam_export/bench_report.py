@@ -61,7 +61,8 @@ def marginal_object_cost(by_count: dict[int, dict]) -> float | None:
     return marginal / per_object if per_object > 0 else None
 
 
-def _plots(results: dict, by_stage: dict, fps: dict, folder: Path) -> list[str]:
+def _plots(results: dict, by_stage: dict, fps: dict, report: Path) -> list[str]:
+    """Save the plots beside the report, named after it (REPORT-...png), so no other file is overwritten."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,8 +82,8 @@ def _plots(results: dict, by_stage: dict, fps: dict, folder: Path) -> list[str]:
     axis.legend()
     axis.set_title("Latency per stage")
     figure.tight_layout()
-    figure.savefig(folder / "latency_per_stage.png", dpi=100)
-    names.append("latency_per_stage.png")
+    names.append(f"{report.stem}-latency_per_stage.png")
+    figure.savefig(report.parent / names[-1], dpi=100)
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -95,8 +96,8 @@ def _plots(results: dict, by_stage: dict, fps: dict, folder: Path) -> list[str]:
     axis.legend()
     axis.set_title("Video tracking speed")
     figure.tight_layout()
-    figure.savefig(folder / "fps_vs_objects.png", dpi=100)
-    names.append("fps_vs_objects.png")
+    names.append(f"{report.stem}-fps_vs_objects.png")
+    figure.savefig(report.parent / names[-1], dpi=100)
     plt.close(figure)
     return names
 
@@ -145,7 +146,7 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
     report.parent.mkdir(parents=True, exist_ok=True)
     stage_lines, by_stage = _stage_table(results)
     video_lines, fps = _video_tables(results)
-    plots = _plots(results, by_stage, fps, report.parent)
+    plots = _plots(results, by_stage, fps, report)
     machine = results["machine"]
     lines = [
         "# edgetam-export benchmark report",

@@ -6,18 +6,15 @@ each stage's IO spec, artifact checksums and sizes, tool versions and the parity
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.stages.spec import StageSpec, TensorSpec
+from edgetam_export.errors import EdgeTamExportError, short_reason
+from edgetam_export.recipes import Recipe, recipe_from_dict
+from edgetam_export.safe_output import write_text_atomic
+from edgetam_export.stages.spec import StageShapes, StageSpec, TensorSpec, TrackingSettings
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -42,32 +39,6 @@ def size_of(path: Path) -> int:
     return path.stat().st_size
 
 
-@contextlib.contextmanager
-def staging_directory(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `out`; on success it replaces `out` in one rename.
-
-    An interrupted or failed export leaves `out` as it was (absent, or the previous bundle).
-    """
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    except OSError as exc:
-        raise EdgeTamExportError(f"cannot write the bundle to '{out}' ({exc.strerror}); choose another --out") from None
-    try:
-        yield staging
-        if out.exists():
-            previous = out.with_name(f".{out.name}.previous")
-            shutil.rmtree(previous, ignore_errors=True)
-            os.replace(out, previous)
-            os.replace(staging, out)
-            shutil.rmtree(previous, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def spec_from_json(data: dict) -> StageSpec:
     def tensor(t: dict) -> TensorSpec:
         return TensorSpec(t["name"], tuple(t["shape"]), t["dtype"], t["description"])
@@ -82,35 +53,173 @@ def spec_from_json(data: dict) -> StageSpec:
 
 
 @dataclass(frozen=True)
+class ModelRecord:
+    """Where a bundle's weights came from, and their hashes (to reload and check them)."""
+
+    source: str
+    weights_sha256: str
+    config_sha256: str | None = None
+    size: str | None = None
+    seed: int | None = None
+    config_overrides: dict | None = None  # a random variant's config fields
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "config_overrides" or v}
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage of a bundle: its artifact (file name, checksum, size), contract and backend facts."""
+
+    artifact: str
+    sha256: str
+    size_bytes: int
+    spec: StageSpec
+    backend: dict = field(default_factory=dict)  # delegation, precision, compute units, opset...
+    export_seconds: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"artifact": self.artifact, "sha256": self.sha256, "size_bytes": self.size_bytes,
+                "export_seconds": self.export_seconds, "backend": self.backend, "spec": self.spec.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> StageRecord:
+        return cls(artifact=data["artifact"], sha256=data["sha256"], size_bytes=int(data["size_bytes"]),
+                   spec=spec_from_json(data["spec"]), backend=dict(data.get("backend") or {}),
+                   export_seconds=dict(data.get("export_seconds") or {}))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`manifest.json` as one typed object: everything an app or a command reads about a bundle.
+
+    Manifests written before `tracking` and `shapes.pointer_temporal_encoding` existed read with
+    EdgeTAM's released settings.
+    """
+
+    format_version: int
+    model: ModelRecord
+    recipe: Recipe
+    shapes: StageShapes
+    stages: dict[str, StageRecord]
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    created: str = ""
+    tools: dict = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)
+    parity: dict | None = None
+
+    def to_json(self) -> dict:
+        document = {
+            "format_version": self.format_version,
+            "created": self.created,
+            "model": self.model.to_json(),
+            "recipe": self.recipe.to_json(),
+            "shapes": self.shapes.to_json(),
+            "tracking": self.tracking.to_json(),
+            "stages": {name: record.to_json() for name, record in self.stages.items()},
+            "tools": self.tools,
+            "machine": self.machine,
+        }
+        return document | ({"parity": self.parity} if self.parity is not None else {})
+
+    @classmethod
+    def from_json(cls, data: dict, origin: Path) -> Manifest:
+        """Check and type a parsed manifest, naming what is missing in one line."""
+        _check_manifest(data, origin)
+        try:
+            return cls(
+                format_version=int(data["format_version"]),
+                model=ModelRecord(**data["model"]),
+                recipe=recipe_from_dict(dict(data["recipe"]), f"in '{origin}'"),
+                shapes=StageShapes(**data["shapes"]),
+                stages={name: StageRecord.from_json(record) for name, record in data["stages"].items()},
+                tracking=TrackingSettings.from_json(data.get("tracking")),
+                created=str(data.get("created", "")),
+                tools=dict(data.get("tools") or {}),
+                machine=dict(data.get("machine") or {}),
+                parity=data.get("parity"),
+            )
+        except (TypeError, KeyError, ValueError) as exc:
+            raise EdgeTamExportError(f"'{origin}' is invalid ({short_reason(exc)}); re-export the bundle") from None
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A bundle folder whose manifest and artifacts have been checked."""
 
     path: Path
-    manifest: dict
+    manifest: Manifest
 
     @property
     def backend(self) -> str:
-        return self.manifest["recipe"]["backend"]
+        return self.manifest.recipe.backend
 
     @property
     def stage_names(self) -> list[str]:
-        return list(self.manifest["stages"])
+        return list(self.manifest.stages)
 
     def spec(self, stage: str) -> StageSpec:
-        return spec_from_json(self.manifest["stages"][stage]["spec"])
+        return self.manifest.stages[stage].spec
 
     def artifact(self, stage: str) -> Path:
-        return self.path / self.manifest["stages"][stage]["artifact"]
+        return self.path / self.manifest.stages[stage].artifact
 
 
-def write_manifest(folder: Path, manifest: dict) -> None:
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    write_text_atomic(folder / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n")
+
+
+#: What every reader of a manifest relies on: key -> required type, nested for the dicts below.
+_MANIFEST_SHAPE: dict = {
+    "model": {"source": str, "weights_sha256": str},
+    "recipe": {"name": str, "backend": str, "precision": str, "parity": dict},
+    "shapes": {name: (int, bool) for name in (
+        "image_size", "hidden_size", "memory_dim", "memory_tokens", "point_slots", "max_objects", "memory_slots",
+        "pointer_slots", "temporal_encodings")},
+    "stages": dict,
+}
+_STAGE_RECORD_SHAPE: dict = {
+    "artifact": str, "sha256": str, "size_bytes": int,
+    "spec": {"name": str, "description": str, "max_objects": int, "inputs": list, "outputs": list},
+}
+
+
+def _missing_keys(data: object, shape: dict, prefix: str) -> list[str]:
+    """The dotted keys of `shape` that `data` lacks or holds with the wrong type."""
+    if not isinstance(data, dict):
+        return [prefix.rstrip(".") or "(top level)"]
+    missing = []
+    for key, wanted in shape.items():
+        if isinstance(wanted, dict):
+            missing += _missing_keys(data.get(key), wanted, f"{prefix}{key}.")
+        elif not isinstance(data.get(key), wanted):
+            missing.append(prefix + key)
+    return missing
+
+
+def _check_manifest(manifest: dict, manifest_path: Path) -> None:
+    """Refuse a manifest that parses but lacks what readers need, naming the first missing keys."""
+    missing = _missing_keys(manifest, _MANIFEST_SHAPE, "")
+    for stage, record in (manifest.get("stages") or {}).items() if isinstance(manifest.get("stages"), dict) else ():
+        missing += _missing_keys(record, _STAGE_RECORD_SHAPE, f"stages.{stage}.")
+        artifact = record.get("artifact") if isinstance(record, dict) else None
+        if isinstance(artifact, str) and (Path(artifact).name != artifact or artifact in ("", ".", "..")):
+            missing.append(f"stages.{stage}.artifact (must be a file name inside the bundle, got '{artifact}')")
+    if isinstance(manifest.get("stages"), dict) and not manifest["stages"]:
+        missing.append("stages (empty)")
+    if missing:
+        raise EdgeTamExportError(
+            f"'{manifest_path}' is incomplete (missing or invalid: {', '.join(missing[:4])}"
+            f"{', ...' if len(missing) > 4 else ''}); re-export the bundle"
+        )
 
 
 def read_bundle(path: Path | str, *, check_checksums: bool = True) -> Bundle:
     """Open a bundle, refusing a missing, newer-format or tampered one with a one-line reason."""
     path = Path(path)
     manifest_path = path / MANIFEST_NAME
+    if path.exists() and not path.is_dir():
+        raise EdgeTamExportError(f"'{path}' is a file, not a bundle folder; pass the folder that holds manifest.json")
     if not path.is_dir():
         raise EdgeTamExportError(f"bundle '{path}' does not exist; run 'edgetam-export export --out {path}' first")
     if not manifest_path.is_file():
@@ -118,20 +227,21 @@ def read_bundle(path: Path | str, *, check_checksums: bool = True) -> Bundle:
     try:
         manifest = json.loads(manifest_path.read_text())
         version = int(manifest["format_version"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise EdgeTamExportError(f"'{manifest_path}' is corrupt; re-export the bundle") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise EdgeTamExportError(f"'{manifest_path}' is corrupt or unreadable; re-export the bundle") from None
     if version > FORMAT_VERSION:
         raise EdgeTamExportError(
             f"bundle '{path}' has format version {version}, newer than this edgetam-export reads "
             f"({FORMAT_VERSION}); upgrade edgetam-export"
         )
-    for stage, record in manifest.get("stages", {}).items():
-        artifact = path / record["artifact"]
+    typed = Manifest.from_json(manifest, manifest_path)
+    for stage, record in typed.stages.items():
+        artifact = path / record.artifact
         if not artifact.exists():
-            raise EdgeTamExportError(f"bundle '{path}' lacks the {stage} artifact '{record['artifact']}'; re-export it")
-        if check_checksums and sha256_of(artifact) != record["sha256"]:
+            raise EdgeTamExportError(f"bundle '{path}' lacks the {stage} artifact '{record.artifact}'; re-export it")
+        if check_checksums and sha256_of(artifact) != record.sha256:
             raise EdgeTamExportError(
-                f"bundle '{path}': {record['artifact']} does not match its manifest checksum (modified or "
+                f"bundle '{path}': {record.artifact} does not match its manifest checksum (modified or "
                 "corrupt); re-export the bundle"
             )
-    return Bundle(path=path, manifest=manifest)
+    return Bundle(path=path, manifest=typed)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,10 +16,53 @@ from edgetam_export.errors import EdgeTamExportError
 app = typer.Typer(
     name="edgetam-export",
     help="Export EdgeTAM to ExecuTorch, Core ML and ONNX bundles, verify them against transformers, run them.",
+    epilog="Start with: edgetam-export export --model random --size tiny --out models/try-me, then "
+    "edgetam-export segment IMAGE --bundle models/try-me --point X,Y --out out/try-me. "
+    "Each command's --help has examples.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
+
+
+class ModelSizeChoice(str, Enum):
+    """Architectures for --model random or a checkpoint."""
+
+    full = "full"
+    tiny = "tiny"
+
+
+class CoreMLRuntimeChoice(str, Enum):
+    """What runs a Core ML bundle in verify."""
+
+    mil_interpreter = "mil-interpreter"
+    cpu_only = "CPU_ONLY"
+    cpu_and_gpu = "CPU_AND_GPU"
+    cpu_and_ne = "CPU_AND_NE"
+    all = "ALL"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"edgetam-export {version('edgetam-export')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Export EdgeTAM to ExecuTorch, Core ML and ONNX bundles, verify them against transformers, run them."""
+
+
+def _examples(*lines: str) -> str:
+    """A command's --help epilog: one example per line."""
+    return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in lines)
 
 ModelOption = Annotated[
     str,
@@ -29,7 +74,8 @@ ModelOption = Annotated[
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for --model random.")]
 SizeOption = Annotated[
-    str, typer.Option("--size", help="Architecture for --model random or a checkpoint: 'full' (EdgeTAM) or 'tiny'.")
+    ModelSizeChoice,
+    typer.Option("--size", help="Architecture for --model random or a checkpoint: full (EdgeTAM) or tiny."),
 ]
 DataOption = Annotated[
     Optional[Path],
@@ -41,62 +87,127 @@ def _say(message: str) -> None:
     typer.echo(f"  {message}", err=True)
 
 
-@app.command()
+def _require_export_extra(command: str) -> None:
+    """The export side (torch, transformers, the converters) is the [export] extra; the runtime is not."""
+    import importlib.util
+
+    missing = [name for name in ("torch", "transformers") if _find_spec(importlib.util, name) is None]
+    if missing:
+        raise EdgeTamExportError(
+            f"'{command}' needs the PyTorch reference ({' and '.join(missing)} not installed); install the export "
+            "extra: pip install 'edgetam-export[export]'"
+        )
+
+
+def _find_spec(util, name: str):
+    try:
+        return util.find_spec(name)
+    except (ImportError, ValueError):  # a module blocked with sys.modules[name] = None
+        return None
+
+
+def _check_report(path: Path | None, option: str) -> None:
+    """Fail before a long run, not after it, when a report could not be written."""
+    if path is not None:
+        from edgetam_export.safe_output import check_writable_file
+
+        check_writable_file(path, option)
+
+
+@app.command(epilog=_examples(
+    "edgetam-export export --model random --seed 0 --recipe executorch-xnnpack-fp32 --out models/edgetam-xnnpack",
+    "edgetam-export export --model path/to/edgetam.pt --recipe coreml-fp16 --out models/edgetam-coreml",
+    "edgetam-export export --model random --size tiny --recipe onnx-fp32 --out models/tiny-onnx --force",
+))
 def export(
-    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write (replaced atomically).")] = Path(
-        "models/edgetam"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Bundle folder to write: absent or empty, or an existing bundle with --force."),
+    ] = Path("models/edgetam"),
     recipe: Annotated[str, typer.Option("--recipe", help="Recipe name (see 'recipes') or a .toml file.")] = (
         "executorch-xnnpack-fp32"
     ),
     model: ModelOption = "random",
     seed: SeedOption = 0,
-    size: SizeOption = "full",
+    size: SizeOption = ModelSizeChoice.full,
     max_objects: Annotated[Optional[int], typer.Option("--max-objects", help="Override the recipe.")] = None,
     point_slots: Annotated[Optional[int], typer.Option("--point-slots", help="Override the recipe.")] = None,
     memory_slots: Annotated[Optional[int], typer.Option("--memory-slots", help="Override the recipe.")] = None,
     data: DataOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out if it holds a bundle (never any other folder).")
+    ] = False,
 ) -> None:
     """Export the EdgeTAM stages under a recipe into a verified bundle."""
-    from edgetam_export.backends import get_backend
-    from edgetam_export.export import export_bundle
     from edgetam_export.recipes import load_recipe
-    from edgetam_export.reference import load_reference
+    from edgetam_export.safe_output import BUNDLE, check_target
+    from edgetam_export.sample_data import check_data_dir
 
     chosen = load_recipe(recipe).with_shapes(
         max_objects=max_objects, point_slots=point_slots, memory_slots=memory_slots
     )
-    get_backend(chosen.backend)  # an unknown backend fails before the model is loaded
+    check_target(out, BUNDLE, force)  # an --out that must not be replaced fails before any work
+    check_data_dir(data)
+    _require_export_extra("export")
+    from edgetam_export.backends import get_backend
+    from edgetam_export.export import export_bundle
+    from edgetam_export.reference import load_reference
+
+    get_backend(chosen.backend)  # so does an unknown backend
     typer.echo(f"loading reference '{model}'", err=True)
-    reference = load_reference(model, seed=seed, size=size)
+    reference = load_reference(model, seed=seed, size=size.value)
     typer.echo(f"exporting with recipe '{chosen.name}' to {out}", err=True)
-    bundle = export_bundle(reference, chosen, out, data_dir=data, progress=_say)
-    worst = min(s["min_psnr_db"] for s in bundle.manifest["parity"]["summary"].values())
-    typer.echo(f"wrote {bundle.path} ({len(bundle.stage_names)} stages, parity passed, worst PSNR {worst} dB)")
+    bundle = export_bundle(reference, chosen, out, data_dir=data, progress=_say, overwrite=force)
+    worst = min(float(s["min_psnr_db"]) for s in bundle.manifest.parity["summary"].values())
+    typer.echo(f"wrote {bundle.path} ({len(bundle.stage_names)} stages, parity passed, worst PSNR {worst:.1f} dB)")
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "edgetam-export verify models/edgetam-xnnpack --report parity.json",
+    "edgetam-export verify models/edgetam-coreml --coreml-runtime CPU_AND_GPU   (macOS)",
+))
 def verify(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the parity report JSON here.")] = None,
     model: Annotated[
         Optional[str], typer.Option("--model", help="Reference weights (default: the source in the manifest).")
     ] = None,
-    seed: SeedOption = 0,
-    size: SizeOption = "full",
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for --model random (default: the manifest's).")] = None,
+    size: Annotated[
+        Optional[ModelSizeChoice], typer.Option("--size", help="Architecture of --model (default: the manifest's).")
+    ] = None,
     data: DataOption = None,
     coreml_runtime: Annotated[
-        Optional[str],
-        typer.Option("--coreml-runtime", help="Core ML bundles: mil-interpreter (Linux default) or CPU_ONLY, "
-                     "CPU_AND_GPU, CPU_AND_NE, ALL (macOS)."),
+        Optional[CoreMLRuntimeChoice],
+        typer.Option("--coreml-runtime", help="Core ML bundles only: mil-interpreter (the Linux default) or the "
+                     "compute units of the real runtime (macOS)."),
     ] = None,
 ) -> None:
     """Compare every stage of a bundle with the PyTorch reference; exit 1 on any failure."""
+    from edgetam_export.bundle import read_bundle
+
+    opened = read_bundle(bundle)
+    runs_core_ml = opened.backend == "coreml" or opened.manifest.recipe.delegate == "coreml"
+    if coreml_runtime is not None and not runs_core_ml:
+        raise EdgeTamExportError(
+            f"--coreml-runtime applies to Core ML bundles; '{bundle}' is a bundle for {opened.backend}: drop the flag"
+        )
+    _check_report(report, "--report")
+    _require_export_extra("verify")
     from edgetam_export.export import verify_bundle
     from edgetam_export.reference import load_reference
+    from edgetam_export.sample_data import check_data_dir
 
-    reference = load_reference(model, seed=seed, size=size) if model else None
-    result = verify_bundle(bundle, reference, data_dir=data, coreml_runtime=coreml_runtime)
+    check_data_dir(data)
+    source = opened.manifest.model
+    reference = None
+    if model:
+        chosen_size = size.value if size else source.size or "full"
+        chosen_seed = seed if seed is not None else source.seed or 0
+        overrides = source.config_overrides if model == source.source else None  # a random variant's config
+        reference = load_reference(model, seed=chosen_seed, size=chosen_size, config_overrides=overrides)
+    result = verify_bundle(bundle, reference, data_dir=data, progress=_say,
+                           coreml_runtime=coreml_runtime.value if coreml_runtime else None)
     typer.echo(f"runtime: {result.runtime}")
     typer.echo(result.table())
     for note in result.notes:
@@ -112,32 +223,28 @@ def verify(
     typer.echo(f"passed: {len(result.results)} outputs at or above {result.thresholds.min_psnr_db} dB PSNR")
 
 
-@app.command()
+@app.command(epilog=_examples("edgetam-export info models/edgetam-xnnpack"))
 def info(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Show a bundle's model, recipe, stages (inputs, outputs, sizes) and parity."""
     from edgetam_export.bundle import read_bundle
 
     opened = read_bundle(bundle)
     manifest = opened.manifest
-    recipe = manifest["recipe"]
-    typer.echo(f"bundle   {opened.path}  (format {manifest['format_version']}, created {manifest['created']})")
-    typer.echo(f"model    {manifest['model']['source']} size={manifest['model']['size']} "
-               f"weights={manifest['model']['weights_sha256'][:12]}")
-    typer.echo(f"recipe   {recipe['name']}: {recipe['backend']} {recipe.get('delegate') or ''} {recipe['precision']}")
-    for name in opened.stage_names:
-        record = manifest["stages"][name]
-        spec = opened.spec(name)
-        typer.echo(f"stage    {name}: {record['artifact']} {record['size_bytes'] / 1e6:.1f} MB "
-                   f"sha256={record['sha256'][:12]}")
-        for tensor in spec.inputs:
+    recipe = manifest.recipe
+    typer.echo(f"bundle   {opened.path}  (format {manifest.format_version}, created {manifest.created})")
+    typer.echo(f"model    {manifest.model.source} size={manifest.model.size} weights={manifest.model.weights_sha256[:12]}")
+    typer.echo(f"recipe   {recipe.name}: {recipe.backend} {recipe.delegate or ''} {recipe.precision}")
+    for name, record in manifest.stages.items():
+        typer.echo(f"stage    {name}: {record.artifact} {record.size_bytes / 1e6:.1f} MB sha256={record.sha256[:12]}")
+        for tensor in record.spec.inputs:
             typer.echo(f"    in   {tensor.name:<22} {tensor.dtype:<8} {list(tensor.shape)}")
-        for tensor in spec.outputs:
+        for tensor in record.spec.outputs:
             typer.echo(f"    out  {tensor.name:<22} {tensor.dtype:<8} {list(tensor.shape)}")
-    parity = manifest.get("parity")
-    if parity:
-        typer.echo(f"parity   {'passed' if parity['passed'] else 'FAILED'} ({parity['runtime']})")
-        for stage, entry in parity["summary"].items():
-            typer.echo(f"    {stage:<18} min PSNR {entry['min_psnr_db']} dB, max-abs {entry['max_abs']}")
+    if manifest.parity:
+        typer.echo(f"parity   {'passed' if manifest.parity['passed'] else 'FAILED'} ({manifest.parity['runtime']})")
+        for stage, entry in manifest.parity["summary"].items():
+            typer.echo(f"    {stage:<20} min PSNR {float(entry['min_psnr_db']):.1f} dB, "
+                       f"max-abs {float(entry['max_abs']):.3g}")
 
 
 @app.command()
@@ -155,9 +262,10 @@ def stages_command(
     recipe: Annotated[str, typer.Option("--recipe", help="Recipe whose capacities to show.")] = (
         "executorch-xnnpack-fp32"
     ),
-    size: SizeOption = "full",
+    size: SizeOption = ModelSizeChoice.full,
 ) -> None:
     """Print the stage contracts (names, shapes, dtypes, meanings) as JSON."""
+    _require_export_extra("stages")
     from transformers import EdgeTamVideoModel
 
     from edgetam_export.recipes import load_recipe
@@ -165,7 +273,7 @@ def stages_command(
     from edgetam_export.stages.registry import STAGES
 
     with __import__("torch").device("meta"):
-        model = EdgeTamVideoModel(build_video_config(size))
+        model = EdgeTamVideoModel(build_video_config(size.value))
     shapes = load_recipe(recipe).stage_shapes(model)
     typer.echo(json.dumps({name: stage.spec(shapes).to_json() for name, stage in STAGES.items()}, indent=2))
 
@@ -180,10 +288,26 @@ def _numbers(text: str, option: str, counts: tuple[int, ...], usage: str) -> tup
         numbers, index = [], None
     if len(numbers) not in counts or (index is not None and index < 0):
         raise EdgeTamExportError(f"{option} '{text}' is not {usage}")
+    if not all(math.isfinite(v) for v in numbers):
+        raise EdgeTamExportError(f"{option} '{text}' has a value that is not a finite number")
     return index, numbers
 
 
-@app.command()
+def _label(numbers: list[float], option: str, text: str) -> int:
+    """The optional third number of a click: exactly 1 (positive, the default) or 0 (negative)."""
+    if len(numbers) < 3:
+        return 1
+    if numbers[2] not in (0.0, 1.0):
+        raise EdgeTamExportError(f"{option} '{text}': the label must be 1 (positive) or 0 (negative), got {numbers[2]:g}")
+    return int(numbers[2])
+
+
+@app.command(epilog=_examples(
+    "edgetam-export segment ../shared/data/images/truck.jpg --bundle models/edgetam-xnnpack --point 500,375 --out out/truck",
+    "edgetam-export segment IMAGE --bundle DIR --point 500,375 --point 450,300,0 --out out/refined   (0: negative)",
+    "edgetam-export segment IMAGE --bundle DIR --box 75,275,1725,850 --box 425,600,700,875 --out out/boxes",
+    "edgetam-export segment IMAGE --bundle DIR --auto --out out/everything",
+))
 def segment(
     image: Annotated[Path, typer.Argument(help="Image file.")],
     bundle: Annotated[Path, typer.Option("--bundle", help="Bundle folder.")],
@@ -214,8 +338,7 @@ def segment(
     points = []
     for text in point or []:
         obj, numbers = _numbers(text, "--point", (2, 3), "[OBJ:]X,Y[,LABEL]")
-        label = int(numbers[2]) if len(numbers) == 3 else 1
-        points.append(PointPrompt(obj or 0, numbers[0], numbers[1], label))
+        points.append(PointPrompt(obj or 0, numbers[0], numbers[1], _label(numbers, "--point", text)))
     boxes = []
     for index, text in enumerate(box or []):
         obj, numbers = _numbers(text, "--box", (4,), "[OBJ:]X0,Y0,X1,Y1")
@@ -227,17 +350,20 @@ def segment(
             stability_score_thresh=stability_thresh, crops_n_layers=crop_layers,
         )
 
-    def report(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) < points_per_batch:
-            typer.echo(f"  prompts {done}/{total}", err=True)
-
     result = segment_image(
-        bundle, image, out, points, boxes, None if single_mask is None else not single_mask, automatic, report
+        bundle, image, out, points, boxes, None if single_mask is None else not single_mask, automatic, _say
     )
     typer.echo(f"{result['objects']} objects, {len(result['masks'])} masks in {result['seconds']} s -> {out}")
+    if auto and not result["objects"]:
+        typer.echo("hint: no mask passed the filters; lower --pred-iou-thresh and --stability-thresh "
+                   "(untrained or random weights score low) or raise --points-per-side", err=True)
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "edgetam-export track ../shared/data/videos/bedroom --bundle models/edgetam-xnnpack --point 0:1:210,350 "
+    "--box 30:2:500,150,800,450 --out out/bedroom",
+    "edgetam-export track clip.mp4 --bundle DIR --mask 0:3:my_mask.png --reverse --out out/masked",
+))
 def track(
     video: Annotated[Path, typer.Argument(help="Folder of frames or a video file.")],
     bundle: Annotated[Path, typer.Option("--bundle", help="Bundle folder.")],
@@ -269,7 +395,7 @@ def track(
             if option == "--box":
                 prompts.append(VideoPrompt(int(head), obj, box=tuple(numbers)))
             else:
-                label = int(numbers[2]) if len(numbers) == 3 else 1
+                label = _label(numbers, option, text)
                 prompts.append(VideoPrompt(int(head), obj, point=(numbers[0], numbers[1]), label=label))
 
     for text in mask or []:
@@ -278,11 +404,7 @@ def track(
             raise EdgeTamExportError(f"--mask '{text}' is not FRAME:OBJ:PNG")
         prompts.append(VideoPrompt(int(frame), int(obj), mask=Path(path)))
 
-    def report(frame: int, rate: float) -> None:
-        if frame % 10 == 0:
-            typer.echo(f"  frame {frame}  {rate:.2f} frames/s", err=True)
-
-    summary = track_video(bundle, video, out, prompts, reverse, fps, report)
+    summary = track_video(bundle, video, out, prompts, reverse, fps, _say)
     typer.echo(
         f"tracked {len(summary['objects'])} objects over {summary['frames_tracked']} frames in {summary['seconds']} s "
         f"({summary['frames_per_second']} frames/s) -> {out}"
@@ -293,7 +415,10 @@ bench_app = typer.Typer(help="Benchmark bundles (latency, FPS, FLOPs) and merge 
 app.add_typer(bench_app, name="bench")
 
 
-@bench_app.command("run")
+@bench_app.command("run", epilog=_examples(
+    "edgetam-export bench run models/edgetam-xnnpack models/edgetam-onnx --report out/bench.json "
+    "--markdown out/BENCH.md",
+))
 def bench_run(
     bundles: Annotated[list[Path], typer.Argument(help="Bundles of the same weights, benchmarked side by side.")],
     report: Annotated[Path, typer.Option("--report", help="Results JSON to write.")],
@@ -306,28 +431,53 @@ def bench_run(
     data: DataOption = None,
 ) -> None:
     """Measure every stage, image mode and video FPS for the bundles and eager PyTorch, in one process."""
+    from edgetam_export.bundle import read_bundle
+
+    try:
+        counts = tuple(int(n) for n in objects.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise EdgeTamExportError(f"--objects '{objects}' must be object counts of at least 1, like 1,2,4,8")
+    if runs < 1 or video_frames < 2:
+        raise EdgeTamExportError(
+            f"--runs must be at least 1 (got {runs}) and --video-frames at least 2 (got {video_frames})"
+        )
+    _check_report(report, "--report")
+    _check_report(markdown, "--markdown")
+    for path in bundles:
+        read_bundle(path, check_checksums=False)  # a missing bundle fails now, not after minutes
+    _require_export_extra("bench run")
     from edgetam_export.bench import run_benchmarks, validate
     from edgetam_export.bench_report import write_report
+    from edgetam_export.safe_output import write_text_atomic
+    from edgetam_export.sample_data import check_data_dir
 
-    counts = tuple(int(n) for n in objects.split(",") if n.strip())
-    results = run_benchmarks(bundles, data_dir=data, runs=runs, video_frames=video_frames, object_counts=counts)
+    check_data_dir(data)
+    results = run_benchmarks(bundles, data_dir=data, runs=runs, video_frames=video_frames, object_counts=counts,
+                             progress=_say)
     validate(results, "results.schema.json")
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomic(report, json.dumps(results, indent=1) + "\n")
     typer.echo(f"results written to {report}")
     if markdown:
         write_report(results, markdown)
         typer.echo(f"report written to {markdown}")
 
 
-@bench_app.command("import")
+@bench_app.command("import", epilog=_examples(
+    "edgetam-export bench import device.json --report out/bench.json --markdown out/BENCH.md",
+))
 def bench_import(
     device_run: Annotated[Path, typer.Argument(help="A device_run.schema.json file from the iOS demo or Android.")],
     report: Annotated[Path, typer.Option("--report", help="Results JSON to merge it into.")],
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Re-render this Markdown report.")] = None,
 ) -> None:
     """Validate a device benchmark run and merge it into a results file."""
+    _require_export_extra("bench import")
     from edgetam_export.bench import merge_device_run
+
+    _check_report(report, "--report")
+    _check_report(markdown, "--markdown")
     from edgetam_export.bench_report import write_report
 
     results = merge_device_run(report, device_run)
@@ -337,12 +487,32 @@ def bench_import(
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
+    """Entry point: user errors become one line on stderr and exit status 2, never a traceback.
+
+    SIGTERM ends the command like Ctrl-C, so partly written outputs are removed on the way out.
+    """
+    from edgetam_export.safe_output import terminate_on_sigterm
+
+    terminate_on_sigterm()
     try:
-        app()
+        app(standalone_mode=False)
     except EdgeTamExportError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except _USAGE_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command group: its help, as a user expects
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(0)
+        command = exc.ctx.command_path if exc.ctx else "edgetam-export"
+        message = exc.format_message().replace("Value error, ", "").rstrip(".")
+        typer.echo(f"error: {message}; see '{command} --help'", err=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+#: Typer's usage-error class (its own copy of click's), reached through the public BadParameter.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import time
@@ -17,21 +18,48 @@ import torch
 from torch.export import Dim, ExportedProgram
 
 from edgetam_export.backends import get_backend
-from edgetam_export.backends.coreml import INTERPRETER, CoreMLBackend, on_macos
 from edgetam_export.runtime.mil_interpreter import FP16_MAX
-from edgetam_export.bundle import FORMAT_VERSION, Bundle, read_bundle, sha256_of, size_of, staging_directory, write_manifest
+from edgetam_export.runtime.runners import load_runners
+from edgetam_export.runtime.runners.coreml import INTERPRETER, on_macos
+from edgetam_export.bundle import (
+    FORMAT_VERSION,
+    Bundle,
+    Manifest,
+    ModelRecord,
+    StageRecord,
+    read_bundle,
+    sha256_of,
+    size_of,
+    write_manifest,
+)
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.parity import ParityReport, compare_output
-from edgetam_export.recipes import Recipe, recipe_from_dict
+from edgetam_export.progress import Progress
+from edgetam_export.recipes import Recipe
 from edgetam_export.reference import Reference, load_reference
-from edgetam_export.samples import build_cases, default_data_dir
-from edgetam_export.stages.registry import OBJECTS, STAGES, StageShapes, StageSpec
+from edgetam_export.safe_output import BUNDLE, check_target, staged_output
+from edgetam_export.sample_data import check_data_dir, default_data_dir
+from edgetam_export.samples import build_cases
+from edgetam_export.stages.registry import OBJECTS, STAGES, StageSpec, tracking_settings
 
-Progress = Callable[[str], None]
+ProgressSink = Callable[[str], None]
 
 
 def _quiet(message: str) -> None:
     """Default progress sink: say nothing."""
+
+
+def example_inputs(spec: StageSpec, num_objects: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random inputs of a contract's shapes and dtypes, to trace a stage (never to judge parity)."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = []
+    for tensor in spec.inputs:
+        shape = tensor.concrete_shape(num_objects)
+        if tensor.dtype == "int32":
+            tensors.append(torch.randint(0, 2, shape, generator=generator, dtype=torch.int32))
+        else:
+            tensors.append(torch.randn(shape, generator=generator))
+    return tuple(tensors)
 
 
 def export_program(module: torch.nn.Module, spec: StageSpec) -> ExportedProgram:
@@ -40,7 +68,7 @@ def export_program(module: torch.nn.Module, spec: StageSpec) -> ExportedProgram:
     if spec.has_objects_axis() and spec.max_objects > 1:
         objects = Dim("objects", min=1, max=spec.max_objects)
         dynamic = tuple({t.shape.index(OBJECTS): objects} if t.has_objects_axis() else None for t in spec.inputs)
-    example = spec.example_inputs(num_objects=min(2, spec.max_objects))
+    example = example_inputs(spec, num_objects=min(2, spec.max_objects))
     with torch.no_grad():
         return torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
 
@@ -57,17 +85,21 @@ def export_bundle(
     out: Path,
     *,
     data_dir: Path | None = None,
-    progress: Progress = _quiet,
+    progress: ProgressSink = _quiet,
+    overwrite: bool = False,
 ) -> Bundle:
     """Export every stage under a recipe into a verified bundle at `out`, atomically.
 
     The bundle is checked against the reference before it is moved into place: if parity fails,
-    nothing is written at `out` and the error lists the failing outputs.
+    nothing is written at `out` and the error lists the failing outputs. `out` may be absent or
+    empty; an existing bundle is replaced only with `overwrite`, and any other folder never.
     """
     backend = get_backend(recipe.backend)
+    check_target(Path(out), BUNDLE, overwrite)
+    data_dir = check_data_dir(data_dir)
     model = reference.video_model
     shapes = recipe.stage_shapes(model)
-    with staging_directory(out) as staging:
+    with staged_output(out, BUNDLE, replace=overwrite) as staging:
         stages = {}
         for name, stage in STAGES.items():
             spec = stage.spec(shapes)
@@ -79,50 +111,52 @@ def export_bundle(
             artifact = staging / f"{name}{backend.suffix}"
             facts = backend.lower(program, spec, recipe, artifact)
             lowered = time.perf_counter()
-            stages[name] = {
-                "artifact": artifact.name,
-                "sha256": sha256_of(artifact),
-                "size_bytes": size_of(artifact),
-                "export_seconds": {"torch_export": round(exported - started, 2), "lower": round(lowered - exported, 2)},
-                "backend": facts,
-                "spec": spec.to_json(),
-            }
-            progress(f"{name}: {stages[name]['size_bytes'] / 1e6:.1f} MB in {lowered - started:.1f} s")
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model": reference.describe(),
-            "recipe": recipe.to_json(),
-            "shapes": shapes.to_json(),
-            "stages": stages,
-            "tools": tool_versions() | backend.versions(),
-            "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        }
+            stages[name] = StageRecord(
+                artifact=artifact.name,
+                sha256=sha256_of(artifact),
+                size_bytes=size_of(artifact),
+                spec=spec,
+                backend=facts,
+                export_seconds={"torch_export": round(exported - started, 2), "lower": round(lowered - exported, 2)},
+            )
+            progress(f"{name}: {stages[name].size_bytes / 1e6:.1f} MB in {lowered - started:.1f} s")
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            model=ModelRecord(**reference.describe()),
+            recipe=recipe,
+            shapes=shapes,
+            tracking=tracking_settings(model),
+            stages=stages,
+            tools=tool_versions() | backend.versions(),
+            machine={"platform": platform.platform(), "processor": platform.processor()},
+        )
         write_manifest(staging, manifest)
         progress("checking parity against the reference")
-        report = verify_bundle(staging, reference, data_dir=data_dir)
+        report = verify_bundle(staging, reference, data_dir=data_dir, progress=progress)
         if not report.passed:
             raise EdgeTamExportError(
                 f"exported stages fail parity ({len(report.failures)} outputs, first: {report.failures[0]}); "
                 "no bundle written"
             )
-        manifest["parity"] = {
+        summary = report.to_json()
+        write_manifest(staging, dataclasses.replace(manifest, parity={
             "passed": report.passed,
             "runtime": report.runtime,
-            "thresholds": report.to_json()["thresholds"],
-            "summary": report.to_json()["summary"],
-        }
-        write_manifest(staging, manifest)
+            "thresholds": summary["thresholds"],
+            "summary": summary["summary"],
+        }))
     return read_bundle(out)
 
 
 def reference_for_bundle(bundle: Bundle) -> Reference:
     """Reload the weights a bundle was exported from, as recorded in its manifest."""
-    model = bundle.manifest["model"]
-    reference = load_reference(model["source"], seed=model.get("seed") or 0, size=model.get("size") or "full")
-    if reference.weights_hash() != model["weights_sha256"]:
+    model = bundle.manifest.model
+    reference = load_reference(model.source, seed=model.seed or 0, size=model.size or "full",
+                               config_overrides=model.config_overrides)
+    if reference.weights_hash() != model.weights_sha256:
         raise EdgeTamExportError(
-            f"the weights at '{model['source']}' differ from those bundle '{bundle.path}' was exported from; "
+            f"the weights at '{model.source}' differ from those bundle '{bundle.path}' was exported from; "
             "pass the original weights with --model"
         )
     return reference
@@ -135,6 +169,7 @@ def verify_bundle(
     data_dir: Path | None = None,
     stages: list[str] | None = None,
     coreml_runtime: str | None = None,
+    progress: ProgressSink = _quiet,
 ) -> ParityReport:
     """Run the bundle and the reference on the same realistic inputs and compare every output.
 
@@ -142,10 +177,9 @@ def verify_bundle(
     'mil-interpreter' (the default on Linux).
     """
     bundle = read_bundle(path)
+    data_dir = check_data_dir(data_dir)
     reference = reference or reference_for_bundle(bundle)
-    recipe = recipe_from_dict(dict(bundle.manifest["recipe"]), f"in '{bundle.path}'")
-    backend = CoreMLBackend(coreml_runtime) if bundle.backend == CoreMLBackend.name else get_backend(bundle.backend)
-    shapes = StageShapes(**bundle.manifest["shapes"])
+    recipe, shapes = bundle.manifest.recipe, bundle.manifest.shapes
     data_dir = data_dir or default_data_dir()
     report = ParityReport(
         bundle=str(bundle.path),
@@ -157,12 +191,12 @@ def verify_bundle(
     if data_dir is None:
         report.notes.append("no sample images found: synthetic images were used (set EDGETAM_EXPORT_DATA)")
     wanted = stages or bundle.stage_names
-    runners = {
-        name: backend.load(bundle.artifact(name), bundle.spec(name), bundle.manifest["stages"][name]) for name in wanted
-    }
-    for case in build_cases(reference, shapes, data_dir):
-        if case.stage not in runners:
-            continue
+    runners = load_runners(bundle, wanted, coreml_runtime)
+    progress("parity: running the reference on the sample images and frames")
+    cases = [case for case in build_cases(reference, shapes, data_dir) if case.stage in runners]
+    counter = Progress("parity: case", len(cases), progress)
+    for case in cases:
+        counter.advance(note=f"{case.stage} {case.label}")
         expected = STAGES[case.stage].upstream(reference.video_model, shapes, case.inputs)
         runner = runners[case.stage]
         got = runner.run({k: v.numpy() for k, v in case.inputs.items()})
@@ -182,11 +216,11 @@ def runtime_description(bundle: Bundle, coreml_runtime: str | None = None) -> st
     """What actually ran the bundle in a parity report: it must never pass the interpreter off as Core ML."""
     interpreted = (f"MIL interpreter (NumPy, fp16 rounded after every fp16 operation) on {platform.machine()}: "
                    "the saved ML Program evaluated off-device, NOT the Core ML runtime")
-    if bundle.backend == CoreMLBackend.name:
+    if bundle.backend == "coreml":
         if coreml_runtime in (None, INTERPRETER) and not on_macos() or coreml_runtime == INTERPRETER:
             return interpreted
         return f"Core ML ({coreml_runtime or 'recipe compute units'}) on macOS {platform.mac_ver()[0]}"
-    delegate = bundle.manifest["recipe"].get("delegate")
+    delegate = bundle.manifest.recipe.delegate
     if bundle.backend == "executorch" and delegate == "coreml" and not on_macos():
         return f"Core ML delegate taken out of each .pte and run by the {interpreted}"
     descriptions = {

@@ -15,6 +15,8 @@ from edgetam_export.recipes import ParityThresholds
 MASK_OUTPUTS = {("prompt_decoder", "mask_logits")}
 #: A reference output with a smaller standard deviation than this is degenerate: matching it proves nothing.
 MIN_REFERENCE_STD = 1e-3
+#: Outputs with fewer values than this (one score per object) may be constant by nature; not judged by std.
+MIN_VALUES_FOR_STD = 16
 
 
 @dataclass
@@ -87,6 +89,11 @@ def compare_output(
     result.psnr_db = psnr_db(reference, candidate)
     result.reference_std = float(ref.std())
     result.max_abs_activation = float(np.abs(cand).max())
+    if ref.size >= MIN_VALUES_FOR_STD and result.reference_std < MIN_REFERENCE_STD:
+        result.failures.append(
+            f"reference is degenerate (std {result.reference_std:.2e} < {MIN_REFERENCE_STD}): matching it proves "
+            "nothing; use weights with realistic activations"
+        )
     if result.psnr_db < thresholds.min_psnr_db:
         result.failures.append(f"PSNR {result.psnr_db:.1f} dB < {thresholds.min_psnr_db} dB")
     if (stage, output) in MASK_OUTPUTS:
@@ -155,14 +162,17 @@ class ParityReport:
 
     def table(self) -> str:
         """A fixed-width table a person reads in a terminal."""
-        header = f"{'stage':<17}{'output':<22}{'case':<40}{'max-abs':>10}{'cosine':>10}{'PSNR dB':>9}{'IoU':>8}  ok"
+        stage_width = max([len("stage"), *(len(r.stage) for r in self.results)]) + 2
+        output_width = max([len("output"), *(len(r.output) for r in self.results)]) + 2
+        header = (f"{'stage':<{stage_width}}{'output':<{output_width}}{'case':<40}{'max-abs':>10}{'cosine':>10}"
+                  f"{'PSNR dB':>9}{'IoU':>8}  ok")
         lines = [header, "-" * len(header)]
         for r in self.results:
             def fmt(value, spec):
                 return format(value, spec) if value is not None else "-"
 
             lines.append(
-                f"{r.stage:<17}{r.output:<22}{r.case[:39]:<40}{fmt(r.max_abs, '10.2e'):>10}"
+                f"{r.stage:<{stage_width}}{r.output:<{output_width}}{r.case[:39]:<40}{fmt(r.max_abs, '10.2e'):>10}"
                 f"{fmt(r.cosine, '10.6f'):>10}{fmt(r.psnr_db, '9.1f'):>9}{fmt(r.mask_iou, '8.4f'):>8}  "
                 f"{'yes' if r.passed else 'NO'}"
             )

@@ -11,10 +11,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import EdgeTamVideoModel
+from typing import TYPE_CHECKING
 
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.stages.registry import StageShapes, stage_shapes
+
+if TYPE_CHECKING:
+    from transformers import EdgeTamVideoModel
+
+    from edgetam_export.stages.spec import StageShapes
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -53,6 +57,8 @@ class Recipe:
     parity: ParityThresholds = field(default_factory=ParityThresholds)
 
     def stage_shapes(self, model: EdgeTamVideoModel) -> StageShapes:
+        from edgetam_export.stages.registry import stage_shapes
+
         return stage_shapes(
             model,
             point_slots=self.shapes.point_slots,

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ from transformers import (
     TimmWrapperConfig,
 )
 
-from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.errors import EdgeTamExportError, short_reason
 
 HUB_IDS = ("yonigozlan/edgetam-1", "facebook/EdgeTAM")
 RANDOM_SOURCE = "random"
@@ -61,8 +61,9 @@ MODEL_SIZES: dict[str, ModelSize] = {
 }
 
 
-def build_video_config(size: str = "full") -> EdgeTamVideoConfig:
-    """EdgeTAM's real configuration (RepViT-M1 backbone), or its tiny variant.
+def build_video_config(size: str = "full", **overrides: object) -> EdgeTamVideoConfig:
+    """EdgeTAM's real configuration (RepViT-M1 backbone), or its tiny variant; `overrides` set any other
+    `EdgeTamVideoConfig` field (e.g. transformers' defaults for the pointer temporal encoding).
 
     `EdgeTamVideoConfig()` alone would build a SAM 2 Hiera encoder, and `EdgeTamConfig()` a resnet50
     (a typo in transformers' default), so the RepViT backbone is spelled out here.
@@ -78,7 +79,7 @@ def build_video_config(size: str = "full") -> EdgeTamVideoConfig:
     vision = EdgeTamVisionConfig(backbone_config=backbone, backbone_feature_sizes=s.feature_sizes)
     grid = s.image_size // 16
     latent_grid = int(math.isqrt(s.perceiver_latents))
-    return EdgeTamVideoConfig(
+    settings = dict(
         vision_config=vision,
         prompt_encoder_config={"image_size": s.image_size},
         mask_decoder_config={"mlp_dim": s.mlp_dim},
@@ -93,6 +94,10 @@ def build_video_config(size: str = "full") -> EdgeTamVideoConfig:
         perceiver_resampler_num_latents_2d=s.perceiver_latents,
         memory_fuser_intermediate_dim=4 * s.mlp_dim // 2 if size == "tiny" else 1024,
     )
+    unknown = sorted(set(overrides) - set(EdgeTamVideoConfig().to_dict()))
+    if unknown:
+        raise EdgeTamExportError(f"unknown EdgeTamVideoConfig fields {unknown}")
+    return EdgeTamVideoConfig(**(settings | overrides))
 
 
 def image_config_from_video(config: EdgeTamVideoConfig) -> EdgeTamConfig:
@@ -167,6 +172,8 @@ class Reference:
     source: str
     size: str = "full"
     seed: int | None = None
+    #: `EdgeTamVideoConfig` fields a random variant was built with (see `random_reference`).
+    config_overrides: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
         """How to load these weights again (written into bundle manifests)."""
@@ -176,7 +183,7 @@ class Reference:
             "seed": self.seed,
             "config_sha256": self.config_hash(),
             "weights_sha256": self.weights_hash(),
-        }
+        } | ({"config_overrides": self.config_overrides} if self.config_overrides else {})
 
     @property
     def config(self) -> EdgeTamVideoConfig:
@@ -200,7 +207,10 @@ class Reference:
         return digest.hexdigest()
 
 
-def _finish(video_model: EdgeTamVideoModel, source: str, size: str = "full", seed: int | None = None) -> Reference:
+def _finish(
+    video_model: EdgeTamVideoModel, source: str, size: str = "full", seed: int | None = None,
+    config_overrides: dict | None = None,
+) -> Reference:
     video_model = video_model.eval()
     image_model = EdgeTamModel(image_config_from_video(video_model.config)).eval()
     shared = {k: v for k, v in video_model.state_dict().items() if k in image_model.state_dict()}
@@ -208,14 +218,16 @@ def _finish(video_model: EdgeTamVideoModel, source: str, size: str = "full", see
     if missing:
         raise EdgeTamExportError(f"image model weights missing from '{source}': {missing[:3]}")
     processor = build_processor(int(video_model.config.image_size))
-    return Reference(video_model, image_model, processor, source=source, size=size, seed=seed)
+    return Reference(video_model, image_model, processor, source=source, size=size, seed=seed,
+                     config_overrides=dict(config_overrides or {}))
 
 
-def random_reference(seed: int = 0, size: str = "full") -> Reference:
-    """A reference with seeded random weights (no pretrained EdgeTAM weights can be downloaded here)."""
-    model = EdgeTamVideoModel(build_video_config(size))
+def random_reference(seed: int = 0, size: str = "full", **overrides: object) -> Reference:
+    """A reference with seeded random weights (no pretrained EdgeTAM weights can be downloaded here);
+    `overrides` build a variant (see `build_video_config`)."""
+    model = EdgeTamVideoModel(build_video_config(size, **overrides))
     init_random_weights(model, seed)
-    return _finish(model, RANDOM_SOURCE, size, seed)
+    return _finish(model, RANDOM_SOURCE, size, seed, overrides)
 
 
 # Original facebookresearch/EdgeTAM checkpoint layout -> transformers layout. Each rule is a regex
@@ -328,9 +340,8 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
                 f"refusing to load checkpoint '{path}': it contains Python objects beyond tensors, and "
                 "loading it could run code; re-save it as a plain state dict or safetensors"
             ) from None
-        reason = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
         raise EdgeTamExportError(
-            f"checkpoint '{path}' is corrupt or not a PyTorch checkpoint ({reason[:100]}); "
+            f"checkpoint '{path}' is corrupt or not a PyTorch checkpoint ({short_reason(exc)}); "
             "download it again or pass another --model"
         ) from None
     if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
@@ -368,15 +379,46 @@ def load_original_checkpoint(path: Path, size: str = "full") -> Reference:
     return _finish(model, str(path), size)
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection within `timeout` seconds.
+
+    Without this, an offline `from_pretrained` retries for about 23 s, printing a line per retry.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_cached(source: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(source, "config.json"), str)
+
+
 def load_pretrained(source: str) -> Reference:
     """Load a local Hugging Face model folder or a hub id through `from_pretrained`."""
     local = Path(source).is_dir()
+    if not local and not _hub_cached(source) and not _hub_reachable():
+        raise EdgeTamExportError(
+            f"could not fetch '{source}' from the Hugging Face Hub (no network, and no cached copy); "
+            "download it on a connected machine and pass its folder, or pass --model random"
+        )
     try:
         model = EdgeTamVideoModel.from_pretrained(source, local_files_only=local)
     except OSError as exc:
         if local:
             raise EdgeTamExportError(
-                f"'{source}' is not a usable EdgeTAM model folder ({str(exc).splitlines()[0][:120]}); "
+                f"'{source}' is not a usable EdgeTAM model folder ({short_reason(str(exc).splitlines()[0])}); "
                 "it needs config.json and model.safetensors written by save_pretrained"
             ) from None
         raise EdgeTamExportError(
@@ -386,10 +428,11 @@ def load_pretrained(source: str) -> Reference:
     return _finish(model, source)
 
 
-def load_reference(source: str, *, seed: int = 0, size: str = "full") -> Reference:
-    """One entry point for every weight source: 'random', a folder, a checkpoint file, or a hub id."""
+def load_reference(source: str, *, seed: int = 0, size: str = "full", config_overrides: dict | None = None) -> Reference:
+    """One entry point for every weight source: 'random' (a variant with `config_overrides`), a folder, a
+    checkpoint file, or a hub id."""
     if source == RANDOM_SOURCE:
-        return random_reference(seed, size)
+        return random_reference(seed, size, **(config_overrides or {}))
     path = Path(source)
     if path.is_dir():
         return load_pretrained(source)

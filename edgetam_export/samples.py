@@ -7,7 +7,6 @@ case here chains transformers' own computations (`upstream`) from real pictures.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,21 +16,10 @@ from PIL import Image
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.reference import Reference
+from edgetam_export.runtime.memory_bank import BankLayout, Memory, Pointer, pack_bank
 from edgetam_export.stages.image_encoder import image_from_pixel_values
 from edgetam_export.stages.registry import STAGES, StageShapes
 from edgetam_export.stages.spec import BOX_CORNER_LABELS, EMPTY_SLOT_LABEL, IMAGE_INPUT, NOT_A_POINT_LABEL
-
-#: Where the sample images live: $EDGETAM_EXPORT_DATA, else ../shared/data beside the checkout.
-DATA_ENV = "EDGETAM_EXPORT_DATA"
-
-
-def default_data_dir() -> Path | None:
-    candidates = [os.environ.get(DATA_ENV), Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "images").is_dir():
-            return Path(candidate)
-    return None
-
 
 def synthetic_image(width: int = 960, height: int = 640, seed: int = 0) -> Image.Image:
     """A deterministic picture with smooth gradients and solid shapes, when no real images are given."""
@@ -153,7 +141,7 @@ def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None
 
     # Video: encode a few frames, segment object prompts on each, and fill memory banks from them.
     frame_features = [run("image_encoder", encoder_inputs(f)) for f in frames]
-    memories, pointers = [], []
+    frame_memories, pointers = [], []
     for index, features in enumerate(frame_features):
         decoded = run("prompt_decoder", decoder_inputs(features, n, None))
         best = decoded["iou_scores"][:, 1:].argmax(dim=1) + 1
@@ -170,41 +158,30 @@ def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None
             cases.append(StageCase("memory_encoder", f"frame {index}, {n} objects", inputs))
         if index == 0:
             cases.extend(_mask_prompt_cases(features["vision_features"], selected, shapes))
-        memories.append(run("memory_encoder", inputs))
+        frame_memories.append(run("memory_encoder", inputs))
         pointers.append(decoded["object_pointers"][torch.arange(n), best])
 
-    slots, tokens, pointer_slots = shapes.memory_slots, shapes.memory_tokens, shapes.pointer_slots
+    layout = BankLayout.from_shapes(shapes)
 
     def bank(filled_slots: int, filled_pointers: int) -> dict[str, torch.Tensor]:
-        features = torch.zeros(n, slots * tokens, shapes.memory_dim)
-        positions = torch.zeros_like(features)
-        time_index = torch.zeros(n, slots, dtype=torch.int32)
-        valid = torch.zeros(n, slots)
-        for slot in range(filled_slots):
-            source = memories[slot % len(memories)]
-            rows = slice(slot * tokens, (slot + 1) * tokens)
-            features[:, rows] = source["memory_features"]
-            positions[:, rows] = source["memory_positions"]
-            time_index[:, slot] = shapes.temporal_encodings - 1 if slot == 0 else (slot - 1) % (shapes.temporal_encodings - 1)
-            valid[:, slot] = 1.0
-        object_pointers = torch.zeros(n, pointer_slots, shapes.hidden_size)
-        pointer_valid = torch.zeros(n, pointer_slots)
-        for k in range(filled_pointers):
-            object_pointers[:, k] = pointers[k % len(pointers)]
-            pointer_valid[:, k] = 1.0
-        return {
-            "vision_features": frame_features[-1]["vision_features"],
-            "memory_features": features,
-            "memory_positions": positions,
-            "memory_time_index": time_index,
-            "memory_valid": valid,
-            "object_pointers": object_pointers,
-            "pointer_valid": pointer_valid,
-        }
+        """Each object's bank packed as the tracker packs it: a prompted frame, then recent frames and
+        pointers k frames back, normalized as over a long video (16 or more frames)."""
+        per_object = []
+        for i in range(n):
+            memories = [
+                Memory(frame_memories[slot % len(frame_memories)]["memory_features"][i].numpy(),
+                       frame_memories[slot % len(frame_memories)]["memory_positions"][i].numpy(),
+                       layout.temporal_encodings - 1 if slot == 0 else (slot - 1) % (layout.temporal_encodings - 1))
+                for slot in range(filled_slots)
+            ]
+            pointed = [Pointer(pointers[k % len(pointers)][i].numpy(), k) for k in range(filled_pointers)]
+            per_object.append(pack_bank(layout, memories, pointed, layout.pointer_slots))
+        inputs = {name: torch.from_numpy(np.stack([b[name] for b in per_object])) for name in per_object[0]}
+        return {"vision_features": frame_features[-1]["vision_features"]} | inputs
 
     cases.append(StageCase("memory_attention", f"{n} objects, first frames (2 slots, 2 pointers)", bank(2, 2)))
     cases.append(
-        StageCase("memory_attention", f"{n} objects, full bank", bank(slots, pointer_slots))
+        StageCase("memory_attention", f"{n} objects, full bank", bank(layout.memory_slots, layout.pointer_slots))
     )
     return cases
 

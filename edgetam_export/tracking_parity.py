@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from edgetam_export.parity import mask_iou, psnr_db
 from edgetam_export.reference import Reference, build_video_processor
 from edgetam_export.runtime.tracker import EdgeTamTracker
 
@@ -57,11 +58,6 @@ class Propagate:
 Step = Prompt | MaskInput | Run | Propagate
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 @contextlib.contextmanager
 def consistent_mask_prompt_scores(model: torch.nn.Module) -> Iterator[None]:
     """Work around a transformers bug: a mask-prompted object's object_score_logits come out (1, 1)
@@ -81,17 +77,34 @@ def consistent_mask_prompt_scores(model: torch.nn.Module) -> Iterator[None]:
         del model._use_mask_as_output
 
 
-def run_reference(reference: Reference, frames: list[Image.Image], script: list[Step]) -> list[dict[int, np.ndarray]]:
-    """Masks per output event ({obj_id: mask}) from transformers' video session and propagation."""
+@dataclass
+class FrameOutput:
+    """One frame result of one side: its index, and per object the low-resolution mask logits, the
+    object score logit and the binary mask at the video's size."""
+
+    frame: int
+    logits: dict[int, np.ndarray]
+    scores: dict[int, float]
+    masks: dict[int, np.ndarray]
+
+
+def run_reference(reference: Reference, frames: list[Image.Image], script: list[Step]) -> list[FrameOutput]:
+    """Every frame result of transformers' video session and propagation."""
     processor = build_video_processor(reference.image_size)
     model = reference.video_model
     session = processor.init_video_session(video=frames, inference_device="cpu")
     size = [[session.video_height, session.video_width]]
-    events: list[dict[int, np.ndarray]] = []
+    events: list[FrameOutput] = []
 
     def record(output) -> None:
         masks = processor.post_process_masks([output.pred_masks], original_sizes=size, binarize=False)[0]
-        events.append({obj: (masks[i, 0] > 0).numpy() for i, obj in enumerate(output.object_ids)})
+        scores = output.object_score_logits.reshape(len(output.object_ids)).tolist()
+        events.append(FrameOutput(
+            frame=int(output.frame_idx),
+            logits={obj: output.pred_masks[i, 0].numpy() for i, obj in enumerate(output.object_ids)},
+            scores=dict(zip(output.object_ids, scores)),
+            masks={obj: (masks[i, 0] > 0).numpy() for i, obj in enumerate(output.object_ids)},
+        ))
 
     with torch.inference_mode(), consistent_mask_prompt_scores(model):
         for step in script:
@@ -119,15 +132,19 @@ def run_reference(reference: Reference, frames: list[Image.Image], script: list[
     return events
 
 
-def run_bundle(tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step]) -> tuple[list, list[int]]:
-    """Masks per output event from the bundle, and the frame index of each event."""
+def run_bundle(tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step]) -> list[FrameOutput]:
+    """Every frame result of the bundle's tracker on the same script."""
     session = tracker.init_session(frames)
-    events, frame_ids = [], []
+    events: list[FrameOutput] = []
 
     def record(result) -> None:
         masks = result.masks()
-        events.append({obj: masks[i] for i, obj in enumerate(result.obj_ids)})
-        frame_ids.append(result.frame_idx)
+        events.append(FrameOutput(
+            frame=result.frame_idx,
+            logits={obj: result.mask_logits[i] for i, obj in enumerate(result.obj_ids)},
+            scores={obj: float(result.object_score_logits[i]) for i, obj in enumerate(result.obj_ids)},
+            masks={obj: masks[i] for i, obj in enumerate(result.obj_ids)},
+        ))
 
     for step in script:
         if isinstance(step, Prompt):
@@ -139,30 +156,52 @@ def run_bundle(tracker: EdgeTamTracker, frames: list[Image.Image], script: list[
         else:
             for result in session.propagate(step.start, step.max_frames, step.reverse):
                 record(result)
-    return events, frame_ids
+    return events
 
 
 @dataclass
 class TrackingParity:
-    """Per event (one frame of a run or a propagation): the IoU of each object's mask with the reference."""
+    """Per frame result (one frame of a run or a propagation), per object: the IoU of the masks, the PSNR
+    of the low-resolution logits and both object scores, against the reference."""
 
     frames: list[int] = field(default_factory=list)
     ious: list[dict[int, float]] = field(default_factory=list)
+    logit_psnr: list[dict[int, float]] = field(default_factory=list)
+    scores: list[dict[int, tuple[float, float]]] = field(default_factory=list)  # (reference, bundle)
     areas: list[dict[int, float]] = field(default_factory=list)
 
     @property
     def min_iou(self) -> float:
         return min(min(entry.values()) for entry in self.ious)
 
+    @property
+    def min_logit_psnr(self) -> float:
+        return min(min(entry.values()) for entry in self.logit_psnr)
+
+    @property
+    def max_score_difference(self) -> float:
+        return max(abs(a - b) for entry in self.scores for a, b in entry.values())
+
+    @property
+    def presence_agreement(self) -> float:
+        """Share of (frame, object) results where both sides agree whether the object is present."""
+        pairs = [(a > 0) == (b > 0) for entry in self.scores for a, b in entry.values()]
+        return sum(pairs) / len(pairs)
+
     def to_json(self) -> dict:
         return {
             "events": len(self.frames),
             "min_iou": self.min_iou,
             "mean_iou": float(np.mean([v for entry in self.ious for v in entry.values()])),
+            "min_logit_psnr_db": round(self.min_logit_psnr, 2),
+            "max_object_score_difference": self.max_score_difference,
+            "presence_agreement": self.presence_agreement,
             "per_frame": [
                 {"frame": f, "iou": {str(k): round(v, 6) for k, v in iou.items()},
+                 "logit_psnr_db": {str(k): round(v, 2) for k, v in psnr.items()},
+                 "object_score": {str(k): [round(a, 4), round(b, 4)] for k, (a, b) in score.items()},
                  "reference_area": {str(k): round(v, 4) for k, v in area.items()}}
-                for f, iou, area in zip(self.frames, self.ious, self.areas)
+                for f, iou, psnr, score, area in zip(self.frames, self.ious, self.logit_psnr, self.scores, self.areas)
             ],
         }
 
@@ -174,17 +213,22 @@ class TrackingParity:
 def compare_tracking(
     reference: Reference, tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step]
 ) -> TrackingParity:
+    """Play the script on both sides; the frame indices and objects of every result must be the same."""
     expected = run_reference(reference, frames, script)
-    got, frame_ids = run_bundle(tracker, frames, script)
-    if len(expected) != len(got):
-        raise AssertionError(f"reference produced {len(expected)} frame results, the bundle {len(got)}")
+    got = run_bundle(tracker, frames, script)
+    if [e.frame for e in expected] != [g.frame for g in got]:
+        raise AssertionError(
+            f"frame order differs: reference {[e.frame for e in expected][:8]}..., bundle {[g.frame for g in got][:8]}..."
+        )
     parity = TrackingParity()
-    for frame, ref, ours in zip(frame_ids, expected, got):
-        if set(ref) != set(ours):
-            raise AssertionError(f"frame {frame}: objects {sorted(ours)} != reference {sorted(ref)}")
-        parity.frames.append(frame)
-        parity.ious.append({obj: mask_iou(ours[obj], ref[obj]) for obj in ref})
-        parity.areas.append({obj: float(ref[obj].mean()) for obj in ref})
+    for ref, ours in zip(expected, got):
+        if set(ref.masks) != set(ours.masks):
+            raise AssertionError(f"frame {ref.frame}: objects {sorted(ours.masks)} != reference {sorted(ref.masks)}")
+        parity.frames.append(ref.frame)
+        parity.ious.append({obj: mask_iou(ours.masks[obj], ref.masks[obj]) for obj in ref.masks})
+        parity.logit_psnr.append({obj: psnr_db(ref.logits[obj], ours.logits[obj]) for obj in ref.logits})
+        parity.scores.append({obj: (ref.scores[obj], ours.scores[obj]) for obj in ref.scores})
+        parity.areas.append({obj: float(ref.masks[obj].mean()) for obj in ref.masks})
     return parity
 
 

@@ -59,3 +59,11 @@ def tiny_bundles(tiny_reference, data_dir, tmp_path_factory) -> dict:
         name: _export(tiny_reference, name, root / name, data_dir)
         for name in ("executorch-xnnpack-fp32", "onnx-fp32")
     }
+
+
+@pytest.fixture(scope="session")
+def coreml_bundles(tiny_reference, data_dir, tmp_path_factory) -> dict:
+    """One tiny bundle per Core ML recipe, exported once (the Core ML tests and the Swift kit read them)."""
+    root = tmp_path_factory.mktemp("coreml")
+    return {name: _export(tiny_reference, name, root / name, data_dir)
+            for name in ("coreml-fp16", "coreml-fp32", "executorch-coreml-fp16")}

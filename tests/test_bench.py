@@ -38,8 +38,8 @@ def test_results_cover_every_stage_runtime_and_validate(results, tiny_bundles):
 def test_report_ratios_come_from_the_results(results, tmp_path):
     report = write_report(results, tmp_path / "REPORT.md")
     text = report.read_text()
-    assert (tmp_path / "latency_per_stage.png").stat().st_size > 1000
-    assert (tmp_path / "fps_vs_objects.png").stat().st_size > 1000
+    assert (tmp_path / "REPORT-latency_per_stage.png").stat().st_size > 1000
+    assert (tmp_path / "REPORT-fps_vs_objects.png").stat().st_size > 1000
     eager = next(r for r in results["stages"] if r["stage"] == "image_encoder" and r["runtime"] == EAGER)
     other = next(r for r in results["stages"] if r["stage"] == "image_encoder" and r["runtime"] == "onnx-fp32")
     assert f"{eager['p50_ms'] / other['p50_ms']:.2f}x" in text

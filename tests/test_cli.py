@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -50,6 +51,10 @@ def test_export_verify_info_round_trip(tmp_path, data_dir):
     data = json.loads(report.read_text())
     assert data["passed"] is True and data["summary"]["prompt_decoder"]["min_mask_iou"] >= 0.99
 
+    # --model random without --size/--seed reloads the manifest's size and seed (tiny, 0), not the defaults.
+    again = cli("verify", str(out), "--model", "random", "--data", str(data_dir))
+    assert again.returncode == 0, again.stderr
+
     info = cli("info", str(out))
     assert info.returncode == 0
     assert "point_labels" in info.stdout and "parity   passed" in info.stdout
@@ -67,13 +72,24 @@ def test_export_verify_info_round_trip(tmp_path, data_dir):
         (("export", "--recipe", "nope"), "unknown recipe 'nope'"),
         (("export", "--model", "missing/edgetam.pt"), "does not exist"),
         (("export", "--model", "yonigozlan/edgetam-1"), "could not fetch 'yonigozlan/edgetam-1'"),
-        (("export", "--size", "huge"), "unknown model size 'huge'"),
+        (("export", "--size", "huge"), "'huge' is not one of 'full', 'tiny'"),
         (("export", "--max-objects", "0"), "--max-objects must be at least 1"),
         (("info", "no/such/bundle"), "does not exist"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(args, fragment):
     assert_one_line_error(cli(*args), fragment)
+
+
+def test_hub_id_without_network_answers_at_once_in_one_line(tmp_path):
+    """No HF_HUB_OFFLINE, but the hub does not answer (a closed port on this machine): one line, no retries."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env |= {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "-m", "edgetam_export", "export", "--model", "facebook/EdgeTAM",
+                             "--out", str(tmp_path / "b")], capture_output=True, text=True, env=env, timeout=300)
+    assert_one_line_error(result, "could not fetch 'facebook/EdgeTAM' from the Hugging Face Hub (no network")
+    assert "Retry" not in result.stderr and "retry" not in result.stderr
+    assert not (tmp_path / "b").exists()
 
 
 def test_unsupported_backend_and_unwritable_output(tmp_path):
@@ -173,11 +189,18 @@ def test_track_writes_masks_overlay_video_and_summary(onnx_bundle, data_dir, tmp
 
     assert imageio.get_reader(str(out / "overlay.mp4")).count_frames() == 12
 
-    # A frame of another size part-way: one error line, and the masks of earlier frames stay.
+    # A re-run into the same folder leaves only its own files: the other objects and their masks are gone.
+    rerun = cli("track", str(frames), "--bundle", onnx_bundle, "--point", "0:1:210,350", "--out", str(out))
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["1"]
+
+    # A frame of another size part-way: one error line, and no half-written output (nothing at --out, no
+    # staging folder left beside it).
     Image.open(frames / "00008.jpg").resize((480, 270)).save(frames / "00008.jpg")
     broken = cli("track", str(frames), "--bundle", onnx_bundle, "--point", "0:1:210,350", "--out", str(tmp_path / "b"))
     assert_one_line_error(broken, "frame 8 is 480x270 but the video is 960x540")
-    assert len(list((tmp_path / "b" / "masks" / "1").iterdir())) == 8
+    assert not (tmp_path / "b").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize(
@@ -195,3 +218,29 @@ def test_track_writes_masks_overlay_video_and_summary(onnx_bundle, data_dir, tmp
 def test_track_bad_input(onnx_bundle, data_dir, tmp_path, extra, fragment):
     video = data_dir / "videos" / "bedroom"
     assert_one_line_error(cli("track", str(video), "--bundle", onnx_bundle, "--out", str(tmp_path), *extra), fragment)
+
+
+def test_track_reverse_writes_every_frame_and_the_overlay_in_frame_order(onnx_bundle, data_dir, tmp_path):
+    import imageio.v2 as imageio
+
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    sources = []
+    for index, path in enumerate(sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:10]):
+        # Frame i is darkened by its own factor, so each overlay frame can be traced back to its frame.
+        picture = np.asarray(Image.open(path).convert("RGB")).astype(np.float32) * (0.1 + 0.1 * index)
+        sources.append(picture.clip(0, 255).astype(np.uint8))
+        Image.fromarray(sources[-1]).save(frames / path.name)
+    out = tmp_path / "tracked"
+    result = cli("track", str(frames), "--bundle", onnx_bundle, "--point", "6:1:210,350", "--reverse", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "track: frame 10/10" in result.stderr and "ETA" in result.stderr
+    assert sorted(p.name for p in (out / "masks" / "1").iterdir()) == [f"{i:05d}.png" for i in range(10)]
+    overlay = [np.asarray(frame, np.float32) for frame in imageio.get_reader(str(out / "overlay.mp4"))]
+    assert len(overlay) == 10
+    for position, frame in enumerate(overlay):
+        # Compare where the overlay shows the frame itself: outside the object's mask and below the legend.
+        untouched = ~(np.asarray(Image.open(out / "masks" / "1" / f"{position:05d}.png")) > 0)
+        untouched[:80] = False
+        errors = [np.abs(frame[untouched] - source[untouched]).mean() for source in sources]
+        assert int(np.argmin(errors)) == position, errors

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgetam_export.backends.coreml import CoreMLBackend, on_macos
+from edgetam_export.runtime.runners import load_runner
+from edgetam_export.runtime.runners.coreml import on_macos
 from edgetam_export.bundle import read_bundle
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.export import export_bundle, verify_bundle
@@ -120,15 +121,6 @@ def test_unknown_operation_is_named(tmp_path, monkeypatch):
         MILInterpreter(package)
 
 
-@pytest.fixture(scope="module")
-def coreml_bundles(tiny_reference, data_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("coreml")
-    return {
-        name: export_bundle(tiny_reference, load_recipe(name).with_shapes(max_objects=4), root / name, data_dir=data_dir)
-        for name in ("coreml-fp16", "coreml-fp32", "executorch-coreml-fp16")
-    }
-
-
 @pytest.mark.parametrize(
     ("recipe", "floor"), [("coreml-fp16", 35.0), ("coreml-fp32", 60.0), ("executorch-coreml-fp16", 35.0)]
 )
@@ -144,13 +136,13 @@ def test_coreml_bundles_pass_their_gates(coreml_bundles, tiny_reference, data_di
 
 
 def test_executorch_programs_are_delegated_whole_to_core_ml(coreml_bundles, tmp_path):
-    from edgetam_export.backends.executorch import extract_coreml_delegate
+    from edgetam_export.runtime.runners.executorch import extract_coreml_delegate
 
     bundle = coreml_bundles["executorch-coreml-fp16"]
-    for stage, record in bundle.manifest["stages"].items():
-        assert record["artifact"].endswith(".pte")
-        assert record["backend"] | {"delegated_partitions": 1, "portable_ops": 0} == record["backend"]
-        assert record["backend"]["precision"] == "fp16" and record["backend"]["deployment_target"] == "iOS17"
+    for stage, record in bundle.manifest.stages.items():
+        assert record.artifact.endswith(".pte")
+        assert record.backend | {"delegated_partitions": 1, "portable_ops": 0} == record.backend
+        assert record.backend["precision"] == "fp16" and record.backend["deployment_target"] == "iOS17"
         package, (inputs, outputs) = extract_coreml_delegate(bundle.artifact(stage), tmp_path / stage)
         assert MILInterpreter(package).function.operations  # a real ML Program, read from inside the .pte
         assert len(outputs) == len(bundle.spec(stage).outputs)
@@ -193,8 +185,8 @@ def test_packages_carry_metadata_and_the_manifest_the_deployment(coreml_bundles)
     import coremltools as ct
 
     bundle = coreml_bundles["coreml-fp16"]
-    for stage, record in bundle.manifest["stages"].items():
-        assert record["backend"] == {"precision": "fp16", "deployment_target": "iOS17", "compute_units": "ALL"}
+    for stage, record in bundle.manifest.stages.items():
+        assert record.backend == {"precision": "fp16", "deployment_target": "iOS17", "compute_units": "ALL"}
         spec = ct.utils.load_spec(str(bundle.artifact(stage)))
         assert spec.description.metadata.author == "edgetam-export"
         assert "Apache-2.0" in spec.description.metadata.license
@@ -207,7 +199,7 @@ def test_packages_carry_metadata_and_the_manifest_the_deployment(coreml_bundles)
 def test_core_ml_prediction_on_linux_is_refused(coreml_bundles):
     bundle = coreml_bundles["coreml-fp16"]
     with pytest.raises(EdgeTamExportError, match="Core ML prediction needs macOS"):
-        CoreMLBackend("ALL").load(bundle.artifact("image_encoder"), bundle.spec("image_encoder"), {})
+        load_runner(bundle, "image_encoder", coreml_runtime="ALL")
 
 
 @pytest.mark.skipif(on_macos(), reason="on macOS Core ML can predict; this checks the Linux refusal")

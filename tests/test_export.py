@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgetam_export.bundle import FORMAT_VERSION, MANIFEST_NAME, read_bundle, sha256_of
@@ -22,28 +23,30 @@ RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32")
 def test_bundle_manifest_describes_everything(tiny_bundles, tiny_reference, recipe):
     bundle = tiny_bundles[recipe]
     manifest = bundle.manifest
-    assert manifest["format_version"] == FORMAT_VERSION
-    assert manifest["model"] == tiny_reference.describe()
-    assert manifest["recipe"]["name"] == recipe
-    assert manifest["shapes"]["max_objects"] == 4
-    assert list(manifest["stages"]) == list(STAGES)
-    for name, record in manifest["stages"].items():
-        artifact = bundle.path / record["artifact"]
-        assert record["sha256"] == sha256_of(artifact)
-        assert record["size_bytes"] == artifact.stat().st_size > 100_000
-        assert record["spec"]["name"] == name
-        assert record["export_seconds"]["lower"] > 0
-    assert {"torch", "transformers", "executorch", "onnxruntime", "edgetam-export"} <= set(manifest["tools"])
-    assert manifest["parity"]["passed"] is True
+    assert manifest.format_version == FORMAT_VERSION
+    assert manifest.model.to_json() == tiny_reference.describe()
+    assert manifest.recipe.name == recipe
+    assert manifest.shapes.max_objects == 4
+    assert list(manifest.stages) == list(STAGES)
+    for name, record in manifest.stages.items():
+        artifact = bundle.path / record.artifact
+        assert record.sha256 == sha256_of(artifact)
+        assert record.size_bytes == artifact.stat().st_size > 100_000
+        assert record.spec.name == name
+        assert record.export_seconds["lower"] > 0
+    assert {"torch", "transformers", "executorch", "onnxruntime", "edgetam-export"} <= set(manifest.tools)
+    assert manifest.parity["passed"] is True
     for stage in STAGES:
-        assert manifest["parity"]["summary"][stage]["min_psnr_db"] >= 60
+        assert manifest.parity["summary"][stage]["min_psnr_db"] >= 60
+    # The typed manifest writes back the JSON it was read from.
+    assert manifest.to_json() == json.loads((bundle.path / "manifest.json").read_text())
     leftovers = [p.name for p in bundle.path.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
 
 def test_executorch_decoder_is_fully_delegated(tiny_bundles):
     """The mask decoder runs as XNNPACK partitions; the only portable ops left are cheap glue."""
-    facts = tiny_bundles["executorch-xnnpack-fp32"].manifest["stages"]["prompt_decoder"]["backend"]
+    facts = tiny_bundles["executorch-xnnpack-fp32"].manifest.stages["prompt_decoder"].backend
     assert facts["delegate"] == "xnnpack"
     assert facts["delegated_partitions"] >= 1
 
@@ -102,7 +105,7 @@ def test_newer_format_and_missing_pieces_are_refused(tiny_bundles, tmp_path):
     with pytest.raises(EdgeTamExportError, match="lacks the memory_encoder artifact"):
         read_bundle(copy)
     (copy / MANIFEST_NAME).write_text("{not json")
-    with pytest.raises(EdgeTamExportError, match="corrupt; re-export"):
+    with pytest.raises(EdgeTamExportError, match="corrupt or unreadable; re-export"):
         read_bundle(copy)
     with pytest.raises(EdgeTamExportError, match="does not exist"):
         read_bundle(tmp_path / "nowhere")
@@ -131,7 +134,7 @@ def test_failed_export_leaves_no_bundle_and_keeps_the_old_one(tiny_reference, ti
     existing = _copy(tiny_bundles["onnx-fp32"], tmp_path)
     before = sha256_of(existing)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        export_bundle(tiny_reference, recipe, existing)
+        export_bundle(tiny_reference, recipe, existing, overwrite=True)
     assert sha256_of(existing) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
@@ -155,3 +158,15 @@ def test_unknown_recipe_and_backend_name_the_supported_ones(tmp_path):
     custom.write_text('name = "custom"\ndescription = "x"\nbackend = "onnx"\ncolour = "red"\n')
     with pytest.raises(EdgeTamExportError, match="unknown or missing field"):
         load_recipe(str(custom))
+
+
+def test_a_degenerate_reference_fails_parity_even_when_matched():
+    """Matching a (near-)constant reference proves nothing: it is a failure, not a pass."""
+    from edgetam_export.parity import compare_output
+    from edgetam_export.recipes import ParityThresholds
+
+    constant = np.full((4, 32), 0.25, np.float32)
+    result = compare_output("memory_encoder", "flat", "memory_features", constant, constant.copy(), ParityThresholds())
+    assert not result.passed and "reference is degenerate" in result.failures[0]
+    scores = np.array([[3.0]], np.float32)  # one value per object: never judged by its spread
+    assert compare_output("prompt_decoder", "one", "object_score_logits", scores, scores, ParityThresholds()).passed

@@ -23,11 +23,11 @@ def full_reference():
 def test_full_size_export_passes_parity(full_reference, recipe_name, tmp_path, data_dir):
     recipe = load_recipe(recipe_name)
     bundle = export_bundle(full_reference, recipe, tmp_path / recipe_name, data_dir=data_dir)
-    shapes = bundle.manifest["shapes"]
+    shapes = bundle.manifest.shapes
     # On Linux the Core ML bundle is checked by the MIL interpreter (fp16 rounded per operation).
-    assert shapes["image_size"] == 1024 and shapes["memory_tokens"] == 512 and shapes["max_objects"] == 8
+    assert shapes.image_size == 1024 and shapes.memory_tokens == 512 and shapes.max_objects == 8
     assert bundle.spec("image_encoder").outputs[2].shape == (1, 32, 256, 256)
-    parity = bundle.manifest["parity"]
+    parity = bundle.manifest.parity
     assert parity["passed"]
     for stage in STAGES:
         assert parity["summary"][stage]["min_psnr_db"] >= recipe.parity.min_psnr_db

@@ -12,6 +12,8 @@ from edgetam_export.runtime.tracker import EdgeTamTracker
 from edgetam_export.tracking_parity import SCRIPTS, compare_tracking
 
 MIN_IOU = 0.99
+#: fp32 bundles reproduce the reference's low-resolution mask logits (peak: their largest magnitude).
+MIN_LOGIT_PSNR_DB = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,9 @@ def test_tracking_matches_the_video_model(tiny_reference, tiny_bundles, frames, 
     tracker = EdgeTamTracker.from_bundle(tiny_bundles[backend].path)
     parity = compare_tracking(tiny_reference, tracker, frames, SCRIPTS[script])
     assert parity.min_iou >= MIN_IOU, parity.to_json()["per_frame"][:3]
+    # Not only the binary masks: the logits, the object scores and the presence decisions agree too.
+    assert parity.min_logit_psnr >= MIN_LOGIT_PSNR_DB and parity.max_score_difference < 1e-3
+    assert parity.presence_agreement == 1.0
     tracked_frames = set(parity.frames)
     if script == "one-object":
         assert tracked_frames == set(range(200))
@@ -105,19 +110,22 @@ def test_bad_video_input_is_one_clear_error(tiny_bundles, frames, tmp_path, data
         tracker.init_session(tmp_path / "missing")
 
 
-def test_runtime_runs_without_transformers(tiny_bundles, data_dir):
-    """An app-side install has no transformers: the runtime (tracking, mask prompts, images) must not need it."""
+def test_onnx_runtime_runs_without_torch_or_transformers(tiny_bundles, data_dir, tmp_path):
+    """An app-side install (`pip install edgetam-export`, no [export] extra) has neither torch nor
+    transformers: image prediction, tracking with mask prompts, and the segment / track / info commands
+    run an ONNX bundle without them; verify says in one line that it needs the extra."""
     import subprocess
     import sys
 
+    bundle = str(tiny_bundles["onnx-fp32"].path)
     script = f"""
 import sys
-sys.modules["transformers"] = None  # any import of transformers now fails
+for blocked in ("torch", "torchvision", "transformers", "executorch", "coremltools", "onnx", "matplotlib"):
+    sys.modules[blocked] = None  # any import of these now fails
 import numpy as np
 from edgetam_export.runtime import EdgeTamPredictor
 from edgetam_export.runtime.tracker import EdgeTamTracker
-bundle = {str(tiny_bundles["onnx-fp32"].path)!r}
-session = EdgeTamTracker.from_bundle(bundle).init_session({str(data_dir / "videos" / "bedroom")!r})
+session = EdgeTamTracker.from_bundle({bundle!r}).init_session({str(data_dir / "videos" / "bedroom")!r})
 mask = np.zeros((540, 960), bool)
 mask[200:400, 300:500] = True
 session.add_mask(0, 1, mask)
@@ -125,10 +133,27 @@ session.run_frame(0)
 session.add_prompt(0, 2, points=[(700, 300)])
 session.run_frame(0)
 results = list(session.propagate(1, 2))
-predictor = EdgeTamPredictor.from_bundle(bundle)
+predictor = EdgeTamPredictor.from_bundle({bundle!r})
 predictor.predict(predictor.set_image({str(data_dir / "images" / "truck.jpg")!r}), points=[[[500, 375]]])
+assert not any(name.startswith("edgetam_export.backends") for name in sys.modules)
 print(len(results), results[-1].masks().shape)
+from edgetam_export.cli import main
+sys.argv = ["edgetam-export", *sys.argv[1:]]
+main()
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["3", "(2,", "540,", "960)"]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600)
+
+    segmented = run("segment", str(data_dir / "images" / "truck.jpg"), "--bundle", bundle, "--point", "500,375",
+                    "--out", str(tmp_path / "seg"))
+    assert segmented.returncode == 0, segmented.stderr
+    assert segmented.stdout.split()[:4] == ["3", "(2,", "540,", "960)"] and (tmp_path / "seg" / "result.json").is_file()
+    tracked = run("track", str(data_dir / "videos" / "bedroom"), "--bundle", bundle, "--point", "195:1:210,350",
+                  "--out", str(tmp_path / "track"))
+    assert tracked.returncode == 0, tracked.stderr
+    assert len(list((tmp_path / "track" / "masks" / "1").iterdir())) == 5
+    assert run("info", bundle).returncode == 0
+    verified = run("verify", bundle)
+    assert verified.returncode == 2 and "Traceback" not in verified.stderr
+    assert "pip install 'edgetam-export[export]'" in verified.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgetam_export.backends.base import Backend, StageRunner
+from edgetam_export.backends.base import Backend
 from edgetam_export.backends.coreml import CoreMLBackend
 from edgetam_export.backends.executorch import ExecuTorchBackend
 from edgetam_export.backends.onnx import OnnxBackend
@@ -21,4 +21,4 @@ def get_backend(name: str) -> Backend:
     return BACKENDS[name]()
 
 
-__all__ = ["BACKENDS", "Backend", "StageRunner", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "get_backend"]

@@ -37,6 +37,21 @@ class MaskGenerationSettings:
     mask_threshold: float = 0.0
     crops_nms_thresh: float = 0.7
 
+    def __post_init__(self) -> None:
+        """Refuse settings the pipeline cannot run, naming the flag (as the CLI spells it)."""
+        at_least_one = {"--points-per-side": self.points_per_crop, "--points-per-batch": self.points_per_batch,
+                        "crop_n_points_downscale_factor": self.crop_n_points_downscale_factor}
+        for flag, value in at_least_one.items():
+            if not isinstance(value, int) or value < 1:
+                raise EdgeTamExportError(f"{flag} must be a whole number of at least 1, got {value}")
+        if not 0 <= self.crops_n_layers <= 4:
+            raise EdgeTamExportError(f"--crop-layers must be 0 to 4, got {self.crops_n_layers}")
+        fractions = {"--pred-iou-thresh": self.pred_iou_thresh, "--stability-thresh": self.stability_score_thresh,
+                     "crops_nms_thresh": self.crops_nms_thresh, "crop_overlap_ratio": self.crop_overlap_ratio}
+        for flag, value in fractions.items():
+            if not 0.0 <= value <= 1.0:
+                raise EdgeTamExportError(f"{flag} must be between 0 and 1, got {value}")
+
 
 @dataclass
 class GeneratedMasks:

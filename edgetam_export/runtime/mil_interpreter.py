@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.runtime.processing import bilinear_weights
 
 FP16_MAX = 65504.0
@@ -28,7 +28,7 @@ def load_program(mlpackage: Path):
     try:
         spec = ct.utils.load_spec(str(mlpackage))
     except Exception as exc:  # coremltools raises bare Exceptions for unreadable packages
-        raise EdgeTamExportError(f"cannot read Core ML package '{mlpackage}' ({str(exc)[:120]}); re-export it") from None
+        raise EdgeTamExportError(f"cannot read Core ML package '{mlpackage}' ({short_reason(exc)}); re-export it") from None
     if spec.WhichOneof("Type") != "mlProgram":
         raise EdgeTamExportError(f"'{mlpackage}' is not an ML Program; re-export it with a coreml recipe")
     weights = mlpackage / "Data" / "com.apple.CoreML" / "weights"
@@ -190,7 +190,24 @@ OPS: dict[str, Callable] = {
     "mul": lambda op, get: _f(get("x")) * _f(get("y")),
     "real_div": lambda op, get: _f(get("x")) / _f(get("y")),
     "equal": lambda op, get: get("x") == get("y"),
+    "not_equal": lambda op, get: get("x") != get("y"),
     "greater": lambda op, get: get("x") > get("y"),
+    "greater_equal": lambda op, get: get("x") >= get("y"),
+    "less": lambda op, get: get("x") < get("y"),
+    "less_equal": lambda op, get: get("x") <= get("y"),
+    "logical_and": lambda op, get: np.logical_and(get("x"), get("y")),
+    "logical_or": lambda op, get: np.logical_or(get("x"), get("y")),
+    "logical_not": lambda op, get: np.logical_not(get("x")),
+    "maximum": lambda op, get: np.maximum(_f(get("x")), _f(get("y"))),
+    "minimum": lambda op, get: np.minimum(_f(get("x")), _f(get("y"))),
+    "pow": lambda op, get: np.power(_f(get("x")), _f(get("y"))),
+    "floor_div": lambda op, get: np.floor_divide(get("x"), get("y")),
+    "abs": lambda op, get: np.abs(get("x")),
+    "exp": lambda op, get: np.exp(_f(get("x")).astype(np.float64)),
+    "sqrt": lambda op, get: np.sqrt(_f(get("x"))),
+    "rsqrt": lambda op, get: 1.0 / np.sqrt(_f(get("x")) + float(get("epsilon", 1e-12))),
+    "tanh": lambda op, get: np.tanh(_f(get("x"))),
+    "clip": lambda op, get: np.clip(_f(get("x")), _f(get("alpha")), _f(get("beta"))),
     "select": lambda op, get: np.where(get("cond"), _f(get("a")), _f(get("b"))),
     "cast": _cast,
     "identity": lambda op, get: get("x"),

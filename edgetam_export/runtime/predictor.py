@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgetam_export.backends import get_backend
-from edgetam_export.backends.base import StageRunner
 from edgetam_export.bundle import Bundle, read_bundle
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.runtime.runners import StageRunner, load_runners
 from edgetam_export.runtime.processing import (
+    check_labels,
     ObjectPrompt,
     load_image,
     pack_slots,
@@ -25,7 +25,7 @@ from edgetam_export.runtime.processing import (
     resize_logits,
     select_masks,
 )
-from edgetam_export.stages.spec import PADDING_POINT_LABEL, POSITIVE_LABEL
+from edgetam_export.stages.spec import NEGATIVE_LABEL, PADDING_POINT_LABEL, POSITIVE_LABEL
 
 
 @dataclass
@@ -53,11 +53,6 @@ class Prediction:
                           self.object_score_logits)
 
 
-def load_runners(bundle: Bundle, stages: Sequence[str]) -> dict[str, StageRunner]:
-    backend = get_backend(bundle.backend)
-    return {name: backend.load(bundle.artifact(name), bundle.spec(name), bundle.manifest["stages"][name]) for name in stages}
-
-
 def _object_prompts(
     points: Sequence | None, labels: Sequence | None, boxes: Sequence | None, pad_to: int | None = None
 ) -> list[ObjectPrompt]:
@@ -72,7 +67,7 @@ def _object_prompts(
     for i in range(count):
         xy = np.asarray(points[i], dtype=np.float32).reshape(-1, 2) if points is not None else np.zeros((0, 2))
         lab = (
-            np.asarray(labels[i], dtype=np.int32).reshape(-1)
+            check_labels(labels[i], (POSITIVE_LABEL, NEGATIVE_LABEL, PADDING_POINT_LABEL))
             if labels is not None
             else np.full(len(xy), POSITIVE_LABEL, dtype=np.int32)
         )
@@ -81,7 +76,9 @@ def _object_prompts(
         padding = longest - len(xy)
         xy = np.concatenate([xy, np.full((padding, 2), PADDING_POINT_LABEL, np.float32)])
         lab = np.concatenate([lab, np.full(padding, PADDING_POINT_LABEL, np.int32)])
-        box = np.asarray(boxes[i], dtype=np.float32).reshape(4) if boxes is not None else None
+        box = np.asarray(boxes[i], dtype=np.float32).reshape(-1) if boxes is not None else None
+        if box is not None and box.shape != (4,):
+            raise EdgeTamExportError(f"object {i}: a box needs 4 numbers x0,y0,x1,y1, got {box.tolist()}")
         prompts.append(ObjectPrompt(points=xy, labels=lab, box=box))
     return prompts
 
@@ -92,11 +89,11 @@ class EdgeTamPredictor:
     def __init__(self, bundle: Bundle, runners: dict[str, StageRunner]) -> None:
         self.bundle = bundle
         self.runners = runners
-        shapes = bundle.manifest["shapes"]
-        self.image_size = int(shapes["image_size"])
-        self.point_slots = int(shapes["point_slots"])
-        self.max_objects = int(shapes["max_objects"])
-        self.mask_size = int(shapes["image_size"]) // 4
+        shapes = bundle.manifest.shapes
+        self.image_size = shapes.image_size
+        self.point_slots = shapes.point_slots
+        self.max_objects = shapes.max_objects
+        self.mask_size = shapes.low_res_mask_size
 
     @classmethod
     def from_bundle(cls, path: str | Path) -> EdgeTamPredictor:

@@ -45,6 +45,8 @@ def load_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
             raise EdgeTamExportError(f"an image array must be HxWx3 uint8, got {image.shape} {image.dtype}")
         return Image.fromarray(image)
     path = Path(image)
+    if path.is_dir():
+        raise EdgeTamExportError(f"image '{path}' is a folder; pass one picture file (for frames, use 'track')")
     if not path.is_file():
         raise EdgeTamExportError(f"image '{path}' does not exist")
     try:
@@ -151,6 +153,39 @@ def select_masks(
     return logits, scores, tokens
 
 
+def check_points(xy: np.ndarray, width: int, height: int, picture: str = "image") -> None:
+    """Refuse non-finite coordinates and points outside the picture, naming the valid range."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(xy).all():
+        raise EdgeTamExportError(f"prompt {xy.tolist()} has a coordinate that is not a finite number")
+    outside = (xy[:, 0] < 0) | (xy[:, 0] > width) | (xy[:, 1] < 0) | (xy[:, 1] > height)
+    if outside.any():
+        raise EdgeTamExportError(
+            f"prompt {xy[outside].tolist()} lies outside the {width}x{height} {picture}; give pixel coordinates "
+            f"with 0 <= x <= {width} and 0 <= y <= {height}"
+        )
+
+
+def check_box(box: np.ndarray | tuple, width: int, height: int, picture: str = "image") -> None:
+    """A box is x0, y0, x1, y1 inside the picture with x1 >= x0 and y1 >= y0."""
+    corners = np.asarray(box, dtype=np.float64).reshape(-1)
+    if corners.shape != (4,):
+        raise EdgeTamExportError(f"a box needs 4 numbers x0,y0,x1,y1, got {corners.tolist()}")
+    check_points(corners.reshape(2, 2), width, height, picture)
+    if corners[2] < corners[0] or corners[3] < corners[1]:
+        raise EdgeTamExportError(f"box {corners.tolist()} must be x0,y0,x1,y1 with x1 >= x0 and y1 >= y0")
+
+
+def check_labels(labels: np.ndarray | list, allowed: tuple[int, ...] = (POSITIVE_LABEL, NEGATIVE_LABEL)) -> np.ndarray:
+    """Point labels as int32, refusing anything but whole numbers from `allowed` (0.5 is not a label)."""
+    values = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if not (np.isfinite(values).all() and (values == np.round(values)).all() and set(values.astype(int)) <= set(allowed)):
+        raise EdgeTamExportError(
+            f"point labels must be 1 (positive) or 0 (negative), got {values.tolist()}"
+        )
+    return values.astype(np.int32)
+
+
 @dataclass
 class ObjectPrompt:
     """One object's prompt in original image pixels: clicks with labels, an optional box."""
@@ -161,19 +196,10 @@ class ObjectPrompt:
 
     def validate(self, width: int, height: int) -> None:
         real = self.points[self.labels != PADDING_POINT_LABEL] if len(self.points) else self.points
-        coordinates = [real.reshape(-1, 2)] + ([self.box.reshape(2, 2)] if self.box is not None else [])
-        for xy in coordinates:
-            if len(xy) and ((xy[:, 0] < 0).any() or (xy[:, 0] > width).any() or (xy[:, 1] < 0).any()
-                            or (xy[:, 1] > height).any()):
-                raise EdgeTamExportError(
-                    f"prompt {xy.tolist()} lies outside the {width}x{height} image; give pixel coordinates "
-                    f"with 0 <= x <= {width} and 0 <= y <= {height}"
-                )
-        if self.box is not None and (self.box[2] < self.box[0] or self.box[3] < self.box[1]):
-            raise EdgeTamExportError(f"box {self.box.tolist()} must be x0,y0,x1,y1 with x1 >= x0 and y1 >= y0")
-        valid_labels = {POSITIVE_LABEL, NEGATIVE_LABEL, PADDING_POINT_LABEL}
-        if not set(self.labels.tolist()) <= valid_labels:
-            raise EdgeTamExportError(f"point labels must be 1 (positive) or 0 (negative), got {self.labels.tolist()}")
+        check_points(real, width, height, "image")
+        if self.box is not None:
+            check_box(self.box, width, height, "image")
+        check_labels(self.labels, allowed=(POSITIVE_LABEL, NEGATIVE_LABEL, PADDING_POINT_LABEL))
 
     def tokens(self, scale_x: float, scale_y: float) -> tuple[np.ndarray, np.ndarray]:
         """(coords, labels) of the decoder tokens for this prompt, exactly as transformers builds them:

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.progress import Progress
 from edgetam_export.runtime.automatic import MaskGenerationSettings, generate_masks
 from edgetam_export.runtime.outputs import write_segmentation
 from edgetam_export.runtime.predictor import EdgeTamPredictor
 from edgetam_export.runtime.processing import load_image
+from edgetam_export.safe_output import SEGMENTATION, check_target
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def segment_image(
     boxes: list[BoxPrompt] = (),
     multimask: bool | None = None,
     automatic: MaskGenerationSettings | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Segment an image and write masks, overlay and result.json to `out`; return the result.
 
@@ -49,13 +51,20 @@ def segment_image(
     multimask outputs for a single object and one mask per object for several, as the docs do.
     """
     out = Path(out)
+    check_target(out, SEGMENTATION)
     picture = load_image(image)
     predictor = EdgeTamPredictor.from_bundle(bundle)
     started = time.perf_counter()
     if automatic is not None:
         if points or boxes:
             raise EdgeTamExportError("--auto segments everything: give no --point or --box with it")
-        generated = generate_masks(predictor, picture, automatic, progress)
+        counter = Progress("segment: prompts", 0, progress)
+
+        def report(done: int, total: int) -> None:
+            counter.total = total
+            counter.advance(done - counter.done)
+
+        generated = generate_masks(predictor, picture, automatic, report)
         objects = [(mask[None], np.array([score])) for mask, score in zip(generated.masks, generated.scores)]
         mode = "automatic"
     else:
@@ -94,5 +103,6 @@ def segment_image(
         "seconds": round(elapsed, 3),
     }
     return write_segmentation(
-        out, picture, objects, [(p.x, p.y, p.label) for p in points], [(b.x0, b.y0, b.x1, b.y1) for b in boxes], summary
+        out, picture, objects, [(p.x, p.y, p.label, p.obj) for p in points],
+        [(b.x0, b.y0, b.x1, b.y1, b.obj) for b in boxes], summary,
     )

@@ -1,12 +1,13 @@
-"""`track`: prompts on some frames of a video, tracked to the end, written frame by frame to a folder.
+"""`track`: prompts on some frames of a video, tracked to the end, written to a folder.
 
-Masks are written as soon as a frame is done, so an error on a later frame (an unreadable frame,
-one of another size) leaves every earlier frame's masks intact.
+The output folder is written whole or not at all: masks go to a staging folder as frames are done,
+and only a finished run (masks, overlay.mp4 in frame order, summary.json) replaces `out`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,9 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.runtime.outputs import load_mask, overlay, prepare_folder, save_mask
+from edgetam_export.progress import Progress
+from edgetam_export.runtime.outputs import load_mask, overlay, save_mask
+from edgetam_export.runtime.processing import check_box, check_labels, check_points
 from edgetam_export.runtime.tracker import EdgeTamTracker, FrameResult
 from edgetam_export.runtime.video import VideoFrames
+from edgetam_export.safe_output import TRACKING, check_target, staged_output, write_text_atomic
+
+#: Highest overlay frame rate accepted (anything above is a typo).
+MAX_FPS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -32,31 +39,26 @@ class VideoPrompt:
     mask: Path | None = None
 
 
-class _Writer:
-    """Per-frame mask PNGs and the overlay video."""
+def write_overlay_video(out: Path, frames: VideoFrames, frame_indices: list[int], obj_ids: list[int], fps: float) -> None:
+    """overlay.mp4 in frame order (whatever order the frames were tracked in), from the written mask PNGs.
 
-    def __init__(self, out: Path, frames: VideoFrames, fps: float) -> None:
-        import imageio.v2 as imageio
+    Each object keeps one colour, named in a legend; frames are decoded one at a time.
+    """
+    import imageio.v2 as imageio
 
-        prepare_folder(out)
-        self.out, self.frames = out, frames
-        self.video = imageio.get_writer(str(out / "overlay.mp4"), fps=fps, codec="libx264", macro_block_size=2,
-                                        ffmpeg_log_level="error")
-        self.written = 0
-
-    def write(self, result: FrameResult) -> None:
-        masks = result.masks()
-        for obj, mask in zip(result.obj_ids, masks):
-            folder = self.out / "masks" / str(obj)
-            folder.mkdir(exist_ok=True)
-            save_mask(mask, folder / f"{result.frame_idx:05d}.png")
-        picture = overlay(self.frames.frame(result.frame_idx), list(masks))
-        array = np.asarray(picture)
-        self.video.append_data(array[: array.shape[0] // 2 * 2, : array.shape[1] // 2 * 2])
-        self.written += 1
-
-    def close(self) -> None:
-        self.video.close()
+    names = [f"object {obj}" for obj in obj_ids]
+    writer = imageio.get_writer(str(out / "overlay.mp4"), fps=fps, codec="libx264", macro_block_size=2,
+                                ffmpeg_log_level="error")
+    try:
+        for frame_idx in sorted(frame_indices):
+            masks = []
+            for obj in obj_ids:
+                path = out / "masks" / str(obj) / f"{frame_idx:05d}.png"
+                masks.append(load_mask(path) if path.is_file() else None)
+            array = np.asarray(overlay(frames.frame(frame_idx), masks, names=names))
+            writer.append_data(array[: array.shape[0] // 2 * 2, : array.shape[1] // 2 * 2])
+    finally:
+        writer.close()
 
 
 def track_video(
@@ -66,7 +68,7 @@ def track_video(
     prompts: list[VideoPrompt],
     reverse: bool = False,
     fps: float = 24.0,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Track the prompted objects from their first prompted frame to the end (and back to frame 0
     with `reverse`); write masks, overlay.mp4 and summary.json; return the summary."""
@@ -74,7 +76,10 @@ def track_video(
         raise EdgeTamExportError(
             "no prompt given: pass --point FRAME:OBJ:X,Y, --box FRAME:OBJ:X0,Y0,X1,Y1 or --mask FRAME:OBJ:PNG"
         )
+    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise EdgeTamExportError(f"--fps must be a frame rate above 0 and at most {MAX_FPS:g}, got {fps:g}")
     out = Path(out)
+    check_target(out, TRACKING)
     tracker = EdgeTamTracker.from_bundle(bundle)
     session = tracker.init_session(VideoFrames(video))
     for prompt in prompts:
@@ -85,29 +90,45 @@ def track_video(
     by_frame: dict[int, dict[int, list[VideoPrompt]]] = {}
     for prompt in prompts:
         by_frame.setdefault(prompt.frame, {}).setdefault(prompt.obj_id, []).append(prompt)
+    width, height = session.frames.width, session.frames.height
+    for frame, objects in by_frame.items():  # every prompt is checked before any frame is tracked
+        for obj, items in objects.items():
+            boxes = sum(p.box is not None for p in items)
+            masks = sum(p.mask is not None for p in items)
+            if boxes > 1 or masks > 1:
+                raise EdgeTamExportError(f"object {obj} has several boxes or masks on frame {frame}; give one")
+            if masks and len(items) > 1:
+                raise EdgeTamExportError(
+                    f"object {obj} has a mask and clicks or a box on frame {frame}; a mask prompt stands alone"
+                )
+            for item in items:
+                if item.point is not None:
+                    check_points(np.asarray([item.point]), width, height, "frame")
+                    check_labels([item.label])
+                if item.box is not None:
+                    check_box(item.box, width, height, "frame")
+    masks_given = {prompt.mask: load_mask(prompt.mask) for prompt in prompts if prompt.mask is not None}
     prompted = sorted(by_frame)
-    writer = _Writer(out, session.frames, fps)
+    total = session.num_frames - prompted[0] + (prompted[0] if reverse else 0)
+    counter = Progress("track: frame", total, progress)
+    written: list[int] = []
     started = time.perf_counter()
+    with staged_output(out, TRACKING) as staging:
 
-    def emit(result: FrameResult) -> None:
-        writer.write(result)
-        if progress:
-            progress(result.frame_idx, writer.written / max(time.perf_counter() - started, 1e-9))
+        def emit(result: FrameResult) -> None:
+            for obj, mask in zip(result.obj_ids, result.masks()):
+                folder = staging / "masks" / str(obj)
+                folder.mkdir(parents=True, exist_ok=True)
+                save_mask(mask, folder / f"{result.frame_idx:05d}.png")
+            written.append(result.frame_idx)
+            counter.advance(note=f"frame {result.frame_idx}, {counter.rate:.2f} frames/s")
 
-    try:
         for index, frame in enumerate(prompted):
             for obj, items in by_frame[frame].items():
                 boxes = [p.box for p in items if p.box is not None]
-                masks = [p.mask for p in items if p.mask is not None]
-                if len(boxes) > 1 or len(masks) > 1:
-                    raise EdgeTamExportError(f"object {obj} has several boxes or masks on frame {frame}; give one")
                 clicks = [p for p in items if p.point is not None]
-                if masks and (clicks or boxes):
-                    raise EdgeTamExportError(
-                        f"object {obj} has a mask and clicks or a box on frame {frame}; a mask prompt stands alone"
-                    )
-                if masks:
-                    session.add_mask(frame, obj, load_mask(masks[0]))
+                if items[0].mask is not None:
+                    session.add_mask(frame, obj, masks_given[items[0].mask])
                 else:
                     session.add_prompt(
                         frame, obj, [p.point for p in clicks] or None, [p.label for p in clicks] or None,
@@ -122,21 +143,20 @@ def track_video(
         if reverse and prompted[0] > 0:
             for result in session.propagate(prompted[0] - 1, prompted[0] - 1, reverse=True):
                 emit(result)
-    finally:
-        writer.close()
-    elapsed = time.perf_counter() - started
-    summary = {
-        "video": str(video),
-        "bundle": str(bundle),
-        "backend": tracker.bundle.backend,
-        "size": {"width": session.frames.width, "height": session.frames.height},
-        "objects": sorted(session.objects),
-        "frames_tracked": writer.written,
-        "seconds": round(elapsed, 3),
-        "frames_per_second": round(writer.written / elapsed, 3) if elapsed else None,
-        "stage_seconds": {k: round(v, 3) for k, v in tracker.stage_seconds.items()},
-        "masks": "masks/{object_id}/{frame:05d}.png",
-        "overlay": "overlay.mp4",
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        elapsed = time.perf_counter() - started
+        write_overlay_video(staging, session.frames, written, sorted(session.objects), fps)
+        summary = {
+            "video": str(video),
+            "bundle": str(bundle),
+            "backend": tracker.bundle.backend,
+            "size": {"width": session.frames.width, "height": session.frames.height},
+            "objects": sorted(session.objects),
+            "frames_tracked": len(written),
+            "seconds": round(elapsed, 3),
+            "frames_per_second": round(len(written) / elapsed, 3) if elapsed else None,
+            "stage_seconds": {k: round(v, 3) for k, v in tracker.stage_seconds.items()},
+            "masks": "masks/{object_id}/{frame:05d}.png",
+            "overlay": "overlay.mp4 (frame order)",
+        }
+        write_text_atomic(staging / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

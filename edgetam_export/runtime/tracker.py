@@ -22,9 +22,13 @@ from PIL import Image
 
 from edgetam_export.bundle import Bundle, read_bundle
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.runtime.predictor import load_runners
+from edgetam_export.runtime.runners import load_runners
+from edgetam_export.runtime.memory_bank import BankLayout, FrameMemory, pack_bank, select_memories
 from edgetam_export.runtime.processing import (
     STABILITY_THRESHOLD,
+    check_box,
+    check_labels,
+    check_points,
     image_encoder_inputs,
     resize_antialiased,
     resize_logits,
@@ -36,7 +40,6 @@ from edgetam_export.stages.spec import (
     EMPTY_SLOT_LABEL,
     MASK_LOGIT_BIAS,
     MASK_LOGIT_SCALE,
-    NEGATIVE_LABEL,
     NOT_A_POINT_LABEL,
     POSITIVE_LABEL,
 )
@@ -53,17 +56,6 @@ class MaskPrompt:
     """A mask given for an object on a frame, at the model input size (S, S): 1.0 inside, 0.0 outside."""
 
     mask: np.ndarray
-
-
-@dataclass
-class FrameMemory:
-    """What one processed frame leaves for later frames of one object."""
-
-    mask_logits: np.ndarray  # (m, m) low-resolution, -1024 everywhere if the object is absent
-    object_score: float
-    pointer: np.ndarray  # (256,)
-    memory_features: np.ndarray  # (T, 64)
-    memory_positions: np.ndarray  # (T, 64)
 
 
 @dataclass
@@ -132,20 +124,14 @@ class TrackingSession:
             raise EdgeTamExportError(f"object {obj_id}: give points or a box")
         width, height = self.frames.width, self.frames.height
         xy = np.asarray(points if points is not None else [], np.float32).reshape(-1, 2)
-        lab = np.asarray(labels if labels is not None else [POSITIVE_LABEL] * len(xy), np.int32).reshape(-1)
+        lab = check_labels(labels if labels is not None else [POSITIVE_LABEL] * len(xy))
         if len(lab) != len(xy):
             raise EdgeTamExportError(f"object {obj_id}: {len(xy)} points but {len(lab)} labels")
-        if not set(lab.tolist()) <= {POSITIVE_LABEL, NEGATIVE_LABEL}:
-            raise EdgeTamExportError(f"object {obj_id}: point labels must be 1 or 0, got {lab.tolist()}")
+        check_points(xy, width, height, "frame")
         if box is not None:
-            corners = np.asarray(box, np.float32).reshape(2, 2)
-            xy = np.concatenate([corners, xy])
+            check_box(box, width, height, "frame")
+            xy = np.concatenate([np.asarray(box, np.float32).reshape(2, 2), xy])
             lab = np.concatenate([np.array(BOX_CORNER_LABELS, np.int32), lab])
-        outside = (xy[:, 0] < 0) | (xy[:, 0] > width) | (xy[:, 1] < 0) | (xy[:, 1] > height)
-        if outside.any():
-            raise EdgeTamExportError(
-                f"object {obj_id}: prompt {xy[outside].tolist()} lies outside the {width}x{height} frame"
-            )
         size = self.tracker.image_size
         scale = np.array([size / width, size / height], np.float32)
         self.objects.setdefault(obj_id, TrackedObject(obj_id)).prompts[frame_idx] = (xy * scale, lab)
@@ -284,7 +270,8 @@ class TrackingSession:
             mask_input[masked] = prompted["decoder_mask_input"]
             has_mask_input[masked] = 1.0
         points = [None if isinstance(item.prompt, MaskPrompt) else item.prompt for item in work]
-        coords, labels, multimask = tracker.video_prompt_slots(points)
+        coords, labels, multimask = tracker.video_prompt_slots(points, [item.initial for item in work])
+        multimask[masked] = True  # `_use_mask_as_output` decodes the pointer with multimask, whatever the config
         decoded = tracker.run_batched("prompt_decoder", {
             "image_embeddings": embeddings,
             "high_res_features_0": features["high_res_features_0"],
@@ -297,7 +284,7 @@ class TrackingSession:
         masks, pointers = select_for_tracking(decoded, multimask)
         scores = decoded["object_score_logits"][:, 0].copy()
         masks = np.where(scores[:, None, None] > 0, masks, np.float32(NO_OBJECT_SCORE))
-        memory_features = np.zeros((count, tracker.memory_tokens, tracker.memory_dim), np.float32)
+        memory_features = np.zeros((count, tracker.layout.memory_tokens, tracker.layout.memory_dim), np.float32)
         memory_positions = np.zeros_like(memory_features)
         if unmasked:
             encoded = tracker.run_batched("memory_encoder", {
@@ -321,50 +308,16 @@ class TrackingSession:
         ]
 
     def _bank(self, obj: TrackedObject, frame_idx: int, reverse: bool) -> dict[str, np.ndarray]:
-        """Fill the fixed-capacity memory_attention inputs for one object, as the reference gathers memory."""
+        """The memory_attention inputs of one object, as the reference gathers its memory."""
         tracker = self.tracker
-        num_maskmem = tracker.temporal_encodings
-        slots: list[tuple[FrameMemory, int]] = [(memory, num_maskmem - 1) for memory in obj.conditioning.values()]
-        for offset in range(num_maskmem - 1, 0, -1):
-            previous = frame_idx + offset if reverse else frame_idx - offset
-            if previous in obj.tracked:
-                slots.append((obj.tracked[previous], offset - 1))
-        pointers = [m.pointer for t, m in obj.conditioning.items() if (t >= frame_idx if reverse else t <= frame_idx)]
-        max_pointers = min(self.num_frames, tracker.pointer_slots)
-        for distance in range(1, max_pointers):
-            reference = frame_idx + distance if reverse else frame_idx - distance
-            if reference < 0 or reference >= self.num_frames:
-                break
-            if reference in obj.tracked:
-                pointers.append(obj.tracked[reference].pointer)
-        if len(slots) > tracker.memory_slots or len(pointers) > tracker.pointer_slots:
-            raise EdgeTamExportError(
-                f"object {obj.obj_id} needs {len(slots)} memories and {len(pointers)} pointers on frame {frame_idx}; "
-                f"the bundle holds {tracker.memory_slots} and {tracker.pointer_slots} (prompt fewer frames, or "
-                "re-export with a larger --memory-slots)"
-            )
-        tokens, dim = tracker.memory_tokens, tracker.memory_dim
-        features = np.zeros((tracker.memory_slots * tokens, dim), np.float32)
-        positions = np.zeros_like(features)
-        time_index = np.zeros(tracker.memory_slots, np.int32)
-        valid = np.zeros(tracker.memory_slots, np.float32)
-        for slot, (memory, row) in enumerate(slots):
-            features[slot * tokens : (slot + 1) * tokens] = memory.memory_features
-            positions[slot * tokens : (slot + 1) * tokens] = memory.memory_positions
-            time_index[slot], valid[slot] = row, 1.0
-        object_pointers = np.zeros((tracker.pointer_slots, tracker.hidden_size), np.float32)
-        pointer_valid = np.zeros(tracker.pointer_slots, np.float32)
-        if pointers:
-            object_pointers[: len(pointers)] = np.stack(pointers)
-            pointer_valid[: len(pointers)] = 1.0
-        return {
-            "memory_features": features,
-            "memory_positions": positions,
-            "memory_time_index": time_index,
-            "memory_valid": valid,
-            "object_pointers": object_pointers,
-            "pointer_valid": pointer_valid,
-        }
+        memories, pointers, max_pointers = select_memories(
+            obj.conditioning, obj.tracked, frame_idx, reverse, tracker.layout, tracker.settings.max_cond_frame_num,
+            self.num_frames,
+        )
+        try:
+            return pack_bank(tracker.layout, memories, pointers, max_pointers)
+        except EdgeTamExportError as exc:
+            raise EdgeTamExportError(f"object {obj.obj_id} on frame {frame_idx}: {exc}") from None
 
     def _forget(self, frame_idx: int) -> None:
         """Drop tracked-frame memories farther than the window from the last processed frame and from
@@ -399,16 +352,14 @@ class EdgeTamTracker:
     def __init__(self, bundle: Bundle, runners: dict, max_tracked_objects: int = 64) -> None:
         self.bundle = bundle
         self.runners = runners
-        shapes = bundle.manifest["shapes"]
-        self.image_size = int(shapes["image_size"])
-        self.hidden_size = int(shapes["hidden_size"])
-        self.memory_dim = int(shapes["memory_dim"])
-        self.memory_tokens = int(shapes["memory_tokens"])
-        self.point_slots = int(shapes["point_slots"])
-        self.max_objects = int(shapes["max_objects"])
-        self.memory_slots = int(shapes["memory_slots"])
-        self.pointer_slots = int(shapes["pointer_slots"])
-        self.temporal_encodings = int(shapes["temporal_encodings"])
+        shapes = bundle.manifest.shapes
+        self.image_size = shapes.image_size
+        self.point_slots = shapes.point_slots
+        self.max_objects = shapes.max_objects
+        #: The memory_attention capacities (slots, tokens, pointers, temporal encodings).
+        self.layout = BankLayout.from_shapes(shapes)
+        #: The model's host-side decisions (multimask, conditioning frames), from the manifest.
+        self.settings = bundle.manifest.tracking
         self.max_tracked_objects = max_tracked_objects
         #: Seconds spent in each stage since creation (the host work between stages is not counted).
         self.stage_seconds: dict[str, float] = {}
@@ -430,9 +381,10 @@ class EdgeTamTracker:
     ) -> TrackingSession:
         """A session over a folder of frames, a video file or a list of images."""
         frames = video if isinstance(video, VideoFrames) else VideoFrames(video)
-        if memory_window is not None and memory_window < max(self.temporal_encodings, self.pointer_slots):
+        shortest = max(self.layout.temporal_encodings, self.layout.pointer_slots)
+        if memory_window is not None and memory_window < shortest:
             raise EdgeTamExportError(
-                f"memory_window must be at least {max(self.temporal_encodings, self.pointer_slots)} frames"
+                f"memory_window must be at least {shortest} frames"
             )
         return TrackingSession(self, frames, memory_window)
 
@@ -452,18 +404,18 @@ class EdgeTamTracker:
         return {name: np.concatenate(values) for name, values in outputs.items()}
 
     def video_prompt_slots(
-        self, prompts: list[tuple[np.ndarray, np.ndarray] | None]
+        self, prompts: list[tuple[np.ndarray, np.ndarray] | None], initial: list[bool]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decoder slots for video prompts, as the video model builds them: box corners, clicks, one
         not-a-point token (two not-a-point tokens for a frame without prompt); and whether each
-        object asks for multimask output (at most one prompt point, as `_use_multimask`)."""
+        object asks for multimask output (`_use_multimask`, from the bundle's tracking settings)."""
         count = len(prompts)
         coords = np.zeros((count, self.point_slots, 2), np.float32)
         labels = np.full((count, self.point_slots), EMPTY_SLOT_LABEL, np.int32)
         multimask = np.zeros(count, bool)
         for i, prompt in enumerate(prompts):
             xy, lab = prompt if prompt is not None else (np.zeros((1, 2), np.float32), np.array([NOT_A_POINT_LABEL]))
-            multimask[i] = prompt is None or len(lab) <= 1
+            multimask[i] = self.settings.multimask(initial[i], 0 if prompt is None else len(lab))
             if len(lab) + 1 > self.point_slots:
                 raise EdgeTamExportError(
                     f"a prompt of {len(lab)} points needs {len(lab) + 1} slots; the bundle has {self.point_slots}"

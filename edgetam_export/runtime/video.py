@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.runtime.processing import load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -38,7 +38,7 @@ class VideoFrames:
                     self._reader = imageio.get_reader(str(path))
                     count = self._reader.count_frames()
                 except (OSError, RuntimeError, ValueError) as exc:
-                    raise EdgeTamExportError(f"cannot read video '{path}' ({str(exc)[:100]})") from None
+                    raise EdgeTamExportError(f"cannot read video '{path}' ({short_reason(exc)})") from None
             elif not path.exists():
                 raise EdgeTamExportError(f"video '{path}' does not exist; pass a folder of frames or a video file")
             else:

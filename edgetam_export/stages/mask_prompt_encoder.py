@@ -11,6 +11,8 @@ Only bundles used with mask prompts on video need it.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 from transformers import EdgeTamVideoModel
@@ -101,21 +103,36 @@ class MaskPromptEncoderStage(nn.Module):
 
 @torch.no_grad()
 def upstream(model: EdgeTamVideoModel, shapes: StageShapes, inputs: dict[str, torch.Tensor]) -> dict:
-    """transformers' `_use_mask_as_output` and `_encode_new_memory` for a mask prompt, one object at a time."""
+    """transformers' own mask-as-output path, one object at a time: `_use_mask_as_output` (its logits,
+    object score and the `mask_downsample` input it hands the decoder) then `_encode_new_memory` on its
+    outputs, exactly as `_run_single_frame_inference` chains them for a mask prompt.
+
+    The decoder call inside `_use_mask_as_output` only makes the object pointer, which the host gets
+    from `prompt_decoder`; it is intercepted to record its mask input instead of running.
+    """
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in spec(shapes).output_names}
-    flat_vision = inputs["vision_features"].flatten(2).permute(2, 0, 1)
-    for mask in inputs["masks"].split(1):
-        high_res = mask * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
-        appearing = torch.any(mask.flatten(1) > 0.0, dim=1)[..., None].float()
-        score = MASK_LOGIT_SCALE * appearing + MASK_LOGIT_BIAS
-        memory, position = model._encode_new_memory(
-            current_vision_feats=flat_vision,
-            pred_masks_high_res=high_res,
-            object_score_logits=score,
-            is_mask_from_pts=True,
-        )
-        for name, value in zip(
-            outputs, (memory[0], position[0], model.mask_downsample(mask)[0], score[0], model.no_object_pointer[0])
-        ):
-            outputs[name].append(value)
+    vision = inputs["vision_features"]
+    flat_vision = vision.flatten(2).permute(2, 0, 1)
+    handed_to_decoder: list[torch.Tensor] = []
+
+    def decoder(input_masks: torch.Tensor, image_embeddings: list[torch.Tensor]) -> SimpleNamespace:
+        handed_to_decoder.append(input_masks)
+        return SimpleNamespace(object_pointer=torch.zeros(input_masks.shape[0], shapes.hidden_size))
+
+    original, model._single_frame_forward = model._single_frame_forward, decoder
+    try:
+        for mask in inputs["masks"].split(1):
+            out = model._use_mask_as_output(vision, [], mask)
+            memory, position = model._encode_new_memory(
+                current_vision_feats=flat_vision,
+                pred_masks_high_res=out.high_res_masks,
+                object_score_logits=out.object_score_logits,
+                is_mask_from_pts=True,
+            )
+            values = (memory[0], position[0], handed_to_decoder[-1][0], out.object_score_logits[0],
+                      model.no_object_pointer[0])
+            for name, value in zip(outputs, values):
+                outputs[name].append(value)
+    finally:
+        model._single_frame_forward = original
     return {name: torch.stack(values) for name, values in outputs.items()}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import EdgeTamVideoModel
+from transformers.models.edgetam_video.modeling_edgetam_video import get_1d_sine_pe
 
-from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.common import MASKED_LOGIT_BIAS, attend, contiguous_buffer
 from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
 
@@ -57,6 +57,18 @@ def spec(shapes: StageShapes) -> StageSpec:
                 "Object pointers of the conditioning frames and of the most recent frames.",
             ),
             TensorSpec("pointer_valid", (OBJECTS, pointers), "float32", "1.0 for a filled pointer slot."),
+            *(
+                (TensorSpec(
+                    "pointer_time_offset",
+                    (OBJECTS, pointers),
+                    "float32",
+                    "Frame distance of each pointer (to a conditioning frame: signed by the tracking direction) "
+                    "divided by (min(video frames, pointer_slots) - 1), as transformers normalizes it; only "
+                    "for models with temporal encodings for object pointers.",
+                ),)
+                if shapes.pointer_temporal_encoding
+                else ()
+            ),
         ),
         outputs=(
             TensorSpec(
@@ -91,11 +103,10 @@ class MemoryAttentionStage(nn.Module):
         self.memory_tokens = shapes.memory_tokens
         self.pointer_splits = shapes.hidden_size // shapes.memory_dim
         self.memory_dim = shapes.memory_dim
-        if model.config.enable_temporal_pos_encoding_for_object_pointers:
-            raise EdgeTamExportError(
-                "this model uses temporal encodings for object pointers, which EdgeTAM does not; "
-                "export a model with enable_temporal_pos_encoding_for_object_pointers=False"
-            )
+        #: transformers' projection of the pointers' 1D sine encoding (None: EdgeTAM's checkpoint has none).
+        self.pointer_time_projection = (
+            model.temporal_positional_encoding_projection_layer if shapes.pointer_temporal_encoding else None
+        )
         e, c = shapes.embed_size, shapes.hidden_size
         position = model.vision_encoder.neck.position_encoding((1, c, e, e), torch.device("cpu"), torch.float32)
         contiguous_buffer(self, "vision_positions", position.flatten(2).transpose(1, 2))
@@ -128,6 +139,7 @@ class MemoryAttentionStage(nn.Module):
         memory_valid: torch.Tensor,
         object_pointers: torch.Tensor,
         pointer_valid: torch.Tensor,
+        pointer_time_offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
         num_objects, num_pointers, channels = object_pointers.shape
         height, width = vision_features.shape[-2:]
@@ -141,7 +153,11 @@ class MemoryAttentionStage(nn.Module):
         # Each 256-d pointer becomes 4 tokens of 64; EdgeTAM gives pointers no positional encoding.
         pointers = object_pointers.reshape(num_objects, num_pointers * splits, self.memory_dim)
         values = torch.cat([memory_features, pointers], dim=1)
-        keys = torch.cat([memory_features + memory_positions, pointers], dim=1)
+        pointer_keys = pointers
+        if self.pointer_time_projection is not None:
+            encoding = self.pointer_time_projection(get_1d_sine_pe(pointer_time_offset, dim=channels))  # (N, K, d)
+            pointer_keys = pointers + encoding.repeat_interleave(splits, dim=1)
+        keys = torch.cat([memory_features + memory_positions, pointer_keys], dim=1)
         valid = torch.cat(
             [memory_valid.repeat_interleave(tokens, dim=1), pointer_valid.repeat_interleave(splits, dim=1)], dim=1
         )
@@ -180,11 +196,13 @@ def upstream(model: EdgeTamVideoModel, shapes: StageShapes, inputs: dict[str, to
                 inputs["memory_positions"][i, rows][:, None] + model.memory_temporal_positional_encoding[time_row]
             )
         pointer_slots = torch.nonzero(inputs["pointer_valid"][i] > 0.5).flatten().tolist()
-        # Temporal offsets only matter with pointer temporal encodings, which EdgeTAM lacks.
+        # transformers normalizes integer frame distances by (pointers used - 1); the stage takes them normalized.
+        most = model.config.max_object_pointers_in_encoder
+        offsets = inputs.get("pointer_time_offset")
         pointers, pointer_positions = model._process_object_pointers(
-            [1] * len(pointer_slots),
+            [float(offsets[i, k]) * (most - 1) if offsets is not None else 1 for k in pointer_slots],
             [inputs["object_pointers"][i, k][None] for k in pointer_slots],
-            model.config.max_object_pointers_in_encoder,
+            most,
             1,
             c,
             vision.device,

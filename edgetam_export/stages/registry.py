@@ -24,7 +24,7 @@ from edgetam_export.stages import (
     prompt_decoder,
 )
 from edgetam_export.stages.common import assert_all_contiguous
-from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
+from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec, TrackingSettings
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,23 @@ def stage_shapes(
         pointer_slots=pointer_slots if pointer_slots is not None else int(config.max_object_pointers_in_encoder),
         temporal_encodings=int(config.num_maskmem),
         image_input=image_input,
+        pointer_temporal_encoding=bool(config.enable_temporal_pos_encoding_for_object_pointers),
     )
 
 
-__all__ = ["OBJECTS", "STAGES", "StageDefinition", "StageShapes", "StageSpec", "TensorSpec", "get_stage", "stage_shapes"]
+def tracking_settings(model: EdgeTamVideoModel) -> TrackingSettings:
+    """The host-side tracking decisions of a model, as its config sets them (written into manifests)."""
+    config = model.config
+    return TrackingSettings(
+        multimask_output_in_sam=bool(config.multimask_output_in_sam),
+        multimask_output_for_tracking=bool(config.multimask_output_for_tracking),
+        multimask_min_pt_num=int(config.multimask_min_pt_num),
+        multimask_max_pt_num=int(config.multimask_max_pt_num),
+        max_cond_frame_num=int(config.max_cond_frame_num),
+    )
+
+
+__all__ = [
+    "OBJECTS", "STAGES", "StageDefinition", "StageShapes", "StageSpec", "TensorSpec", "TrackingSettings", "get_stage",
+    "stage_shapes", "tracking_settings",
+]

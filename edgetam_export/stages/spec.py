@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 OBJECTS = "objects"
 
@@ -21,8 +20,6 @@ BOX_CORNER_LABELS = (2, 3)
 NOT_A_POINT_LABEL = -1
 PADDING_POINT_LABEL = -10
 EMPTY_SLOT_LABEL = -100
-
-_TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32}
 
 
 #: transformers' logits for a mask prompt used as a video frame's output: 20 * mask - 10.
@@ -42,10 +39,6 @@ class TensorSpec:
     shape: tuple[int | str, ...]
     dtype: str
     description: str
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return _TORCH_DTYPES[self.dtype]
 
     @property
     def numpy_dtype(self) -> np.dtype:
@@ -77,6 +70,9 @@ class StageShapes:
     #: The image encoder takes 0..255 RGB pixels (`image`, normalization inside; a Core ML image input)
     #: instead of normalized `pixel_values`.
     image_input: bool = False
+    #: The model gives object pointers a temporal encoding (transformers' default; EdgeTAM's checkpoint
+    #: does not): memory_attention then takes `pointer_time_offset`.
+    pointer_temporal_encoding: bool = False
 
     @property
     def embed_size(self) -> int:
@@ -90,6 +86,38 @@ class StageShapes:
     def pointer_tokens(self) -> int:
         """Each 256-d object pointer enters memory attention as hidden/memory_dim tokens."""
         return self.pointer_slots * (self.hidden_size // self.memory_dim)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """The video model's decisions that happen on the host between stage calls (from its config).
+
+    Defaults are EdgeTAM's (and transformers'), so manifests written before this existed read the same.
+    """
+
+    #: Multimask output on a frame needs all three: multimask in the SAM head at all, a prompted
+    #: first frame of the object or multimask for tracking, and min <= prompt points <= max.
+    multimask_output_in_sam: bool = True
+    multimask_output_for_tracking: bool = True
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    #: Conditioning (prompted) frames attended to per frame, the closest ones first; -1 means all.
+    max_cond_frame_num: int = -1
+
+    def multimask(self, initial: bool, num_points: int) -> bool:
+        """transformers' `_use_multimask` for a frame with `num_points` prompt points (box corners count)."""
+        return (
+            self.multimask_output_in_sam
+            and (initial or self.multimask_output_for_tracking)
+            and self.multimask_min_pt_num <= num_points <= self.multimask_max_pt_num
+        )
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> TrackingSettings:
+        return cls(**(data or {}))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -115,18 +143,6 @@ class StageSpec:
 
     def has_objects_axis(self) -> bool:
         return any(t.has_objects_axis() for t in self.inputs)
-
-    def example_inputs(self, num_objects: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """Random inputs of the right shapes and dtypes, to trace a stage (never to judge parity)."""
-        generator = torch.Generator().manual_seed(seed)
-        tensors = []
-        for spec in self.inputs:
-            shape = spec.concrete_shape(num_objects)
-            if spec.dtype == "int32":
-                tensors.append(torch.randint(0, 2, shape, generator=generator, dtype=torch.int32))
-            else:
-                tensors.append(torch.randn(shape, generator=generator))
-        return tuple(tensors)
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> int:
         """Validate named inputs against the contract; return the number of objects they carry."""

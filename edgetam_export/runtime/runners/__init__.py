@@ -1,0 +1,67 @@
+"""Runners: one stage artifact of a bundle, loaded to run on NumPy arrays, one module per artifact format.
+
+Backends (`edgetam_export.backends`) lower stages on the export side; runners only run them, so
+the runtime needs neither transformers nor the export stack. The ONNX runner needs ONNX Runtime
+alone (no torch); ExecuTorch needs its Python runtime (which brings torch); Core ML runs through
+`MLModel` on macOS and through the NumPy MIL interpreter elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from edgetam_export.bundle import Bundle
+from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.stages.spec import StageSpec
+
+#: Backend names (as in manifests) that a runner exists for.
+RUNTIMES = ("executorch", "onnx", "coreml")
+
+
+class StageRunner(Protocol):
+    """A loaded stage artifact: named NumPy inputs in, named NumPy outputs out."""
+
+    spec: StageSpec
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def ordered_inputs(spec: StageSpec, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Inputs in the contract's order, contiguous and of the contract's dtypes."""
+    spec.check_inputs(inputs)
+    return [np.ascontiguousarray(inputs[t.name], dtype=t.numpy_dtype) for t in spec.inputs]
+
+
+def load_runner(bundle: Bundle, stage: str, coreml_runtime: str | None = None) -> StageRunner:
+    """Load one stage of a bundle for this machine (raise EdgeTamExportError if it cannot run here).
+
+    `coreml_runtime` picks what runs Core ML programs: compute units of the real runtime (macOS) or
+    'mil-interpreter'; by default the manifest's compute units on macOS and the interpreter elsewhere.
+    """
+    artifact, spec, facts = bundle.artifact(stage), bundle.spec(stage), bundle.manifest.stages[stage].backend
+    backend = bundle.backend
+    if backend == "onnx":
+        from edgetam_export.runtime.runners.onnx import load_onnx
+
+        return load_onnx(artifact, spec)
+    if backend == "executorch":
+        from edgetam_export.runtime.runners.executorch import load_executorch
+
+        return load_executorch(artifact, spec, facts, coreml_runtime)
+    if backend == "coreml":
+        from edgetam_export.runtime.runners.coreml import load_coreml
+
+        return load_coreml(artifact, spec, facts, coreml_runtime)
+    raise EdgeTamExportError(
+        f"bundle '{bundle.path}' needs a '{backend}' runtime; this edgetam-export runs {', '.join(RUNTIMES)}"
+    )
+
+
+def load_runners(bundle: Bundle, stages: list[str] | tuple[str, ...], coreml_runtime: str | None = None) -> dict:
+    """{stage: runner} for the given stages of a bundle."""
+    return {name: load_runner(bundle, name, coreml_runtime) for name in stages}
+
+
+__all__ = ["RUNTIMES", "StageRunner", "load_runner", "load_runners", "ordered_inputs"]

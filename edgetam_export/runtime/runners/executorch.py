@@ -1,0 +1,114 @@
+"""ExecuTorch runners: the `.pte` through ExecuTorch's Python runtime (XNNPACK or portable kernels), and,
+off macOS, the ML Program inside a Core ML-delegated `.pte` through the MIL interpreter."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edgetam_export.errors import EdgeTamExportError, short_reason
+from edgetam_export.runtime.runners import ordered_inputs
+from edgetam_export.runtime.runners.coreml import InterpretedRunner, on_macos
+from edgetam_export.stages.spec import StageSpec
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Hide what native code writes to file descriptor 2 meanwhile (ExecuTorch's cpuinfo probe prints five
+    '[cpuinfo_utils.cpp]' lines on every program load); Python's own errors are raised, not printed."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class ExecuTorchRunner:
+    def __init__(self, artifact: Path, spec: StageSpec) -> None:
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # a deprecation notice on import
+        from executorch.runtime import Runtime
+
+        self.spec = spec
+        try:
+            with native_stderr_silenced():
+                self._method = Runtime.get().load_program(str(artifact)).load_method("forward")
+        except (RuntimeError, ValueError) as exc:
+            raise EdgeTamExportError(
+                f"cannot load ExecuTorch program '{artifact}' ({short_reason(exc)}); re-export it"
+            ) from None
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        tensors = [torch.from_numpy(a if a.flags.writeable else a.copy()) for a in ordered_inputs(self.spec, inputs)]
+        outputs = self._method.execute(tensors)
+        if len(outputs) != len(self.spec.outputs):
+            raise EdgeTamExportError(
+                f"stage '{self.spec.name}' returned {len(outputs)} outputs, its contract names "
+                f"{len(self.spec.outputs)} ({', '.join(self.spec.output_names)}); the artifact does not match the "
+                "manifest: re-export the bundle"
+            )
+        return {t.name: o.numpy() for t, o in zip(self.spec.outputs, outputs)}
+
+
+class DelegatedCoreMLRunner(InterpretedRunner):
+    """Off macOS: the ML Program inside a Core ML-delegated `.pte`, evaluated by the MIL interpreter."""
+
+    def __init__(self, artifact: Path, spec: StageSpec) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="edgetam-coreml-delegate-")
+        package, names = extract_coreml_delegate(artifact, Path(self._folder.name))
+        super().__init__(package, spec, names)
+
+
+def extract_coreml_delegate(artifact: Path, folder: Path) -> tuple[Path, tuple[list[str], list[str]]]:
+    """Write the single Core ML delegate of a `.pte` to `folder`; return its `.mlpackage` path and the
+    delegate's names of the program's inputs and outputs, in program order. The delegate call may
+    order its outputs differently from the program, so they are matched through the call's values."""
+    import json
+
+    from executorch.backends.apple.coreml import executorchcoreml
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    try:
+        program = deserialize_pte_binary(artifact.read_bytes()).program
+    except Exception as exc:  # the flatbuffer reader raises assorted errors on damaged files
+        raise EdgeTamExportError(f"cannot read ExecuTorch program '{artifact}' ({str(exc)[:80]}); re-export it") from None
+    plan = program.execution_plan[0]
+    calls = [i.instr_args for chain in plan.chains for i in chain.instructions]
+    if (
+        len(program.execution_plan) != 1 or len(plan.delegates) != 1 or plan.delegates[0].id != "CoreMLBackend"
+        or plan.delegates[0].processed.location.name != "INLINE" or len(calls) != 1
+    ):
+        raise EdgeTamExportError(f"'{artifact}' is not a program delegated whole to Core ML; re-export it")
+    payload = program.backend_delegate_data[plan.delegates[0].processed.index].data
+    folder.mkdir(parents=True, exist_ok=True)
+    if not executorchcoreml.unflatten_directory_contents(bytes(payload), str(folder)):
+        raise EdgeTamExportError(f"the Core ML delegate of '{artifact}' cannot be unpacked; re-export it")
+    lowered = folder / "lowered_module"
+    metadata = json.loads((lowered / "metadata.json").read_text())
+    values = calls[0].args  # the delegate's inputs, then its outputs, as program value indices
+    inputs = dict(zip(values[: len(metadata["inputNames"])], metadata["inputNames"]))
+    outputs = dict(zip(values[len(metadata["inputNames"]) :], metadata["outputNames"]))
+    if not set(plan.outputs) <= set(outputs):
+        raise EdgeTamExportError(f"'{artifact}' has outputs computed outside its Core ML delegate; re-export it")
+    # A program input the stage does not use (a model without an occlusion embedding) has no delegate name.
+    return lowered / "model.mlpackage", ([inputs.get(v) for v in plan.inputs], [outputs[v] for v in plan.outputs])
+
+
+def load_executorch(artifact: Path, spec: StageSpec, facts: dict, coreml_runtime: str | None = None):
+    """A runner for one `.pte` (`facts`: the manifest's backend facts of the stage): ExecuTorch's runtime,
+    or the interpreter for a Core ML delegate off macOS."""
+    if facts.get("delegate") == "coreml" and not on_macos():
+        return DelegatedCoreMLRunner(artifact, spec)
+    return ExecuTorchRunner(artifact, spec)

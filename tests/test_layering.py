@@ -1,0 +1,41 @@
+"""Data flows one way: reference -> stages -> backends -> bundle -> runtime. The runtime (and what it
+reads: bundle, spec, errors, outputs) never imports the export side, so an app-side install needs neither
+transformers nor the converters, and its ONNX path needs no torch."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import edgetam_export
+
+PACKAGE = Path(edgetam_export.__file__).parent
+EXPORT_SIDE = ("transformers", "edgetam_export.backends", "edgetam_export.export", "edgetam_export.reference",
+               "edgetam_export.samples", "edgetam_export.stages.registry")
+TORCH_FREE = ["bundle.py", "recipes.py", "errors.py", "safe_output.py", "sample_data.py", "progress.py", "stages/spec.py",
+              *[p.relative_to(PACKAGE).as_posix() for p in (PACKAGE / "runtime").rglob("*.py")
+                if p.name != "executorch.py"]]
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_runtime_never_imports_the_export_side():
+    for path in [*(PACKAGE / "runtime").rglob("*.py"), PACKAGE / "bundle.py", PACKAGE / "stages" / "spec.py"]:
+        bad = {name for name in imports(path) if name.startswith(EXPORT_SIDE)}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+def test_runtime_modules_need_no_torch():
+    """Only the ExecuTorch runner may import torch (ExecuTorch's Python runtime is built on it)."""
+    for relative in TORCH_FREE:
+        bad = {name for name in imports(PACKAGE / relative) if name.split(".")[0] in ("torch", "executorch")}
+        assert not bad, f"{relative} imports {bad}"
