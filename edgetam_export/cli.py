@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -89,9 +90,7 @@ def _say(message: str) -> None:
 
 def _require_export_extra(command: str) -> None:
     """The export side (torch, transformers, the converters) is the [export] extra; the runtime is not."""
-    import importlib.util
-
-    missing = [name for name in ("torch", "transformers") if _find_spec(importlib.util, name) is None]
+    missing = [name for name in ("torch", "transformers") if not _installed(name)]
     if missing:
         raise EdgeTamExportError(
             f"'{command}' needs the PyTorch reference ({' and '.join(missing)} not installed); install the export "
@@ -99,11 +98,11 @@ def _require_export_extra(command: str) -> None:
         )
 
 
-def _find_spec(util, name: str):
+def _installed(module: str) -> bool:
     try:
-        return util.find_spec(name)
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a module blocked with sys.modules[name] = None
-        return None
+        return False
 
 
 def _check_report(path: Path | None, option: str) -> None:
@@ -132,7 +131,12 @@ def export(
     size: SizeOption = ModelSizeChoice.full,
     max_objects: Annotated[Optional[int], typer.Option("--max-objects", help="Override the recipe.")] = None,
     point_slots: Annotated[Optional[int], typer.Option("--point-slots", help="Override the recipe.")] = None,
-    memory_slots: Annotated[Optional[int], typer.Option("--memory-slots", help="Override the recipe.")] = None,
+    memory_slots: Annotated[
+        Optional[int], typer.Option("--memory-slots", help="Override the recipe (default: the model's 7 memories).")
+    ] = None,
+    pointer_slots: Annotated[
+        Optional[int], typer.Option("--pointer-slots", help="Override the recipe (default: the model's 16 pointers).")
+    ] = None,
     data: DataOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace --out if it holds a bundle (never any other folder).")
@@ -144,7 +148,7 @@ def export(
     from edgetam_export.sample_data import check_data_dir
 
     chosen = load_recipe(recipe).with_shapes(
-        max_objects=max_objects, point_slots=point_slots, memory_slots=memory_slots
+        max_objects=max_objects, point_slots=point_slots, memory_slots=memory_slots, pointer_slots=pointer_slots
     )
     check_target(out, BUNDLE, force)  # an --out that must not be replaced fails before any work
     check_data_dir(data)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.stages.spec import StageShapes
+from edgetam_export.stages.spec import StageShapes, TrackingSettings
 
 
 @dataclass
@@ -94,13 +94,13 @@ def select_memories(
     frame_idx: int,
     reverse: bool,
     layout: BankLayout,
-    max_cond_frame_num: int,
+    settings: TrackingSettings,
     num_frames: int,
 ) -> tuple[list[Memory], list[Pointer], int]:
     """The memories and pointers transformers' video model gathers for one object on `frame_idx`, and the
-    number of pointers it normalizes their distances by (min(video frames, pointer_slots))."""
+    number of pointers it normalizes their distances by (min(video frames, max_object_pointers))."""
     num_maskmem = layout.temporal_encodings
-    selected, unselected = closest_conditioning_frames(frame_idx, list(conditioning), max_cond_frame_num)
+    selected, unselected = closest_conditioning_frames(frame_idx, list(conditioning), settings.max_cond_frame_num)
     memories = [_memory(conditioning[t], num_maskmem - 1) for t in selected]
     for offset in range(num_maskmem - 1, 0, -1):
         previous = frame_idx + offset if reverse else frame_idx - offset
@@ -110,7 +110,7 @@ def select_memories(
     sign = -1 if reverse else 1
     pointers = [Pointer(m.pointer, (frame_idx - t) * sign) for t, m in conditioning.items()
                 if (t >= frame_idx if reverse else t <= frame_idx)]
-    max_pointers = min(num_frames, layout.pointer_slots)
+    max_pointers = min(num_frames, settings.max_object_pointers)
     for distance in range(1, max_pointers):
         reference = frame_idx + distance if reverse else frame_idx - distance
         if reference < 0 or reference >= num_frames:
@@ -129,7 +129,8 @@ def pack_bank(layout: BankLayout, memories: list[Memory], pointers: list[Pointer
     if len(memories) > layout.memory_slots or len(pointers) > layout.pointer_slots:
         raise EdgeTamExportError(
             f"{len(memories)} memories and {len(pointers)} pointers do not fit the bundle's {layout.memory_slots} "
-            f"and {layout.pointer_slots} slots (prompt fewer frames, or re-export with a larger --memory-slots)"
+            f"and {layout.pointer_slots} slots (each prompted frame of an object takes one of each): prompt fewer "
+            "frames, or re-export with larger --memory-slots and --pointer-slots"
         )
     tokens, dim = layout.memory_tokens, layout.memory_dim
     features = np.zeros((layout.memory_slots * tokens, dim), np.float32)

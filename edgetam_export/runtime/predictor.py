@@ -15,7 +15,6 @@ from PIL import Image
 
 from edgetam_export.bundle import Bundle, read_bundle
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.runtime.runners import StageRunner, load_runners
 from edgetam_export.runtime.processing import (
     check_labels,
     ObjectPrompt,
@@ -25,6 +24,7 @@ from edgetam_export.runtime.processing import (
     resize_logits,
     select_masks,
 )
+from edgetam_export.runtime.runners import StageRunner, load_runners
 from edgetam_export.stages.spec import NEGATIVE_LABEL, PADDING_POINT_LABEL, POSITIVE_LABEL
 
 

@@ -22,7 +22,6 @@ from PIL import Image
 
 from edgetam_export.bundle import Bundle, read_bundle
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.runtime.runners import load_runners
 from edgetam_export.runtime.memory_bank import BankLayout, FrameMemory, pack_bank, select_memories
 from edgetam_export.runtime.processing import (
     STABILITY_THRESHOLD,
@@ -34,6 +33,7 @@ from edgetam_export.runtime.processing import (
     resize_logits,
     stability_scores,
 )
+from edgetam_export.runtime.runners import load_runners
 from edgetam_export.runtime.video import VideoFrames
 from edgetam_export.stages.spec import (
     BOX_CORNER_LABELS,
@@ -311,8 +311,7 @@ class TrackingSession:
         """The memory_attention inputs of one object, as the reference gathers its memory."""
         tracker = self.tracker
         memories, pointers, max_pointers = select_memories(
-            obj.conditioning, obj.tracked, frame_idx, reverse, tracker.layout, tracker.settings.max_cond_frame_num,
-            self.num_frames,
+            obj.conditioning, obj.tracked, frame_idx, reverse, tracker.layout, tracker.settings, self.num_frames,
         )
         try:
             return pack_bank(tracker.layout, memories, pointers, max_pointers)
@@ -381,7 +380,7 @@ class EdgeTamTracker:
     ) -> TrackingSession:
         """A session over a folder of frames, a video file or a list of images."""
         frames = video if isinstance(video, VideoFrames) else VideoFrames(video)
-        shortest = max(self.layout.temporal_encodings, self.layout.pointer_slots)
+        shortest = max(self.layout.temporal_encodings, self.settings.max_object_pointers)
         if memory_window is not None and memory_window < shortest:
             raise EdgeTamExportError(
                 f"memory_window must be at least {shortest} frames"

@@ -98,6 +98,7 @@ def tracking_settings(model: EdgeTamVideoModel) -> TrackingSettings:
         multimask_min_pt_num=int(config.multimask_min_pt_num),
         multimask_max_pt_num=int(config.multimask_max_pt_num),
         max_cond_frame_num=int(config.max_cond_frame_num),
+        max_object_pointers=int(config.max_object_pointers_in_encoder),
     )
 
 

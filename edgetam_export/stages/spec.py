@@ -106,6 +106,10 @@ class TrackingSettings:
     multimask_max_pt_num: int = 1
     #: Conditioning (prompted) frames attended to per frame, the closest ones first; -1 means all.
     max_cond_frame_num: int = -1
+    #: Object pointers gathered per frame (transformers' `max_object_pointers_in_encoder`): the prompted
+    #: frames' plus those of the most recent frames up to this count; the bundle's `pointer_slots` must
+    #: hold them all (more than this when an object has several prompted frames).
+    max_object_pointers: int = 16
 
     def multimask(self, initial: bool, num_points: int) -> bool:
         """transformers' `_use_multimask` for a frame with `num_points` prompt points (box corners count)."""

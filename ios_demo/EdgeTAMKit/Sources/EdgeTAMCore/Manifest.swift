@@ -178,6 +178,8 @@ public struct TrackingSettings: Codable, Hashable, Sendable {
     public var multimaskMaxPointCount = 1
     /// Conditioning frames attended to per frame, closest first; -1 means all.
     public var maxConditioningFrames = -1
+    /// Object pointers gathered per frame (transformers' `max_object_pointers_in_encoder`).
+    public var maxObjectPointers = 16
 
     enum CodingKeys: String, CodingKey {
         case multimaskOutputInSam = "multimask_output_in_sam"
@@ -185,6 +187,7 @@ public struct TrackingSettings: Codable, Hashable, Sendable {
         case multimaskMinPointCount = "multimask_min_pt_num"
         case multimaskMaxPointCount = "multimask_max_pt_num"
         case maxConditioningFrames = "max_cond_frame_num"
+        case maxObjectPointers = "max_object_pointers"
     }
 
     public init() {}
@@ -196,6 +199,7 @@ public struct TrackingSettings: Codable, Hashable, Sendable {
         multimaskMinPointCount = try c.decodeIfPresent(Int.self, forKey: .multimaskMinPointCount) ?? 0
         multimaskMaxPointCount = try c.decodeIfPresent(Int.self, forKey: .multimaskMaxPointCount) ?? 1
         maxConditioningFrames = try c.decodeIfPresent(Int.self, forKey: .maxConditioningFrames) ?? -1
+        maxObjectPointers = try c.decodeIfPresent(Int.self, forKey: .maxObjectPointers) ?? 16
     }
 
     /// transformers' `_use_multimask` for a frame with `pointCount` prompt points (box corners count).

@@ -126,6 +126,70 @@ struct PythonBundleTests {
         let manifest_sha256: String
     }
 
+    struct BankCase: Decodable {
+        let conditioning: [Int]
+        let tracked: [Int]
+        let frame: Int
+        let reverse: Bool
+        let max_cond: Int
+        let frames: Int
+        let shapes: StageShapes
+        let memory_markers: [Float]
+        let time_rows: [Int]
+        let pointer_markers: [Float]
+        let distances: [Int]
+        let max_pointers: Int
+        let pointer_time_offset: [Float]
+    }
+
+    /// The memory bank chooses the frames, rows, pointers and distances the Python runtime chooses.
+    @Test func bankSelectionsMatchPython() throws {
+        let cases = try JSONDecoder().decode([BankCase].self, from: Data(contentsOf: fixtures.appendingPathComponent("bank_cases.json")))
+        #expect(cases.count >= 8)
+        for item in cases {
+            var settings = TrackingSettings()
+            settings.maxConditioningFrames = item.max_cond
+            let chosen = MemoryBank.select(conditioning: item.conditioning, tracked: Set(item.tracked), frameIndex: item.frame,
+                                           reverse: item.reverse, shapes: item.shapes, settings: settings, frameCount: item.frames)
+            // The markers say which frame and which store (prompted: +0.5) Python packed.
+            let marker = { (source: MemoryBank.Source) in Float(source.frame) + (source.conditioning ? 0.5 : 0) }
+            #expect(chosen.memories.map { marker($0.source) } == item.memory_markers, "frame \(item.frame)")
+            #expect(chosen.memories.map(\.timeRow) == item.time_rows, "frame \(item.frame)")
+            #expect(chosen.pointers.map { marker($0.source) } == item.pointer_markers, "frame \(item.frame)")
+            #expect(chosen.pointers.map(\.distance) == item.distances && chosen.maxPointers == item.max_pointers)
+            let bank = try MemoryBank.pack(memories: chosen.memories, pointers: chosen.pointers, maxPointers: chosen.maxPointers,
+                                           shapes: item.shapes) { source in
+                let value = marker(source)
+                return FrameMemory(maskLogits: [0], objectScore: 1, pointer: [Float](repeating: value, count: item.shapes.hiddenSize),
+                                   memoryFeatures: [Float](repeating: value, count: item.shapes.memoryTokens * item.shapes.memoryDim),
+                                   memoryPositions: [Float](repeating: 0, count: item.shapes.memoryTokens * item.shapes.memoryDim))
+            }
+            #expect(bank["pointer_time_offset"]?.floats == item.pointer_time_offset)
+            #expect(bank["memory_valid"]?.floats.filter { $0 == 1 }.count == item.memory_markers.count)
+        }
+    }
+
+    struct PromptCase: Decodable {
+        let clicks: [[Double]]
+        let box: [Double]?
+        let coords: [[Float]]
+        let labels: [Int32]
+    }
+
+    /// Decoder slots (coordinates scaled to model pixels, labels, empty slots) equal the Python runtime's.
+    @Test func promptSlotsMatchPython() throws {
+        let cases = try JSONDecoder().decode([PromptCase].self, from: Data(contentsOf: fixtures.appendingPathComponent("prompt_cases.json")))
+        let prompts = cases.map { item in
+            ObjectPrompt(clicks: item.clicks.map { Click(x: $0[0], y: $0[1], positive: $0[2] == 1) },
+                         box: item.box.map { Box(x0: $0[0], y0: $0[1], x1: $0[2], y1: $0[3]) })
+        }
+        for prompt in prompts { try prompt.validate(width: 1800, height: 1200) }
+        let (coords, labels) = try packPromptSlots(prompts, slots: 8, scaleX: 1024.0 / 1800.0, scaleY: 1024.0 / 1200.0)
+        #expect(labels.ints == cases.flatMap(\.labels))
+        let expected = cases.flatMap { $0.coords.flatMap { $0 } }
+        #expect(zip(coords.floats, expected).allSatisfy { abs($0 - $1) <= 1e-4 * max(1, abs($1)) })
+    }
+
     @Test(arguments: ["onnx", "coreml"])
     func readsWhatPythonWrote(kind: String) throws {
         let folder = fixtures.appendingPathComponent(kind)
