@@ -151,6 +151,15 @@ def test_segment_bad_input(onnx_bundle, data_dir, tmp_path, extra, fragment):
     assert_one_line_error(cli("segment", str(image), "--bundle", onnx_bundle, "--out", str(tmp_path), *extra), fragment)
 
 
+def test_executorch_bundles_run_without_native_log_noise(tiny_bundles, data_dir, tmp_path):
+    """ExecuTorch's cpuinfo probe prints five lines on every program load; users see only our output."""
+    result = cli("segment", str(data_dir / "images" / "truck.jpg"), "--bundle",
+                 str(tiny_bundles["executorch-xnnpack-fp32"].path), "--point", "500,375", "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    assert "cpuinfo" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout.strip().startswith("1 objects, 3 masks")
+
+
 def test_segment_unreadable_image(onnx_bundle, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")

@@ -63,7 +63,7 @@ def spec(shapes: StageShapes) -> StageSpec:
                     (OBJECTS, pointers),
                     "float32",
                     "Frame distance of each pointer (to a conditioning frame: signed by the tracking direction) "
-                    "divided by (min(video frames, pointer_slots) - 1), as transformers normalizes it; only "
+                    "divided by (min(video frames, max_object_pointers) - 1), as transformers normalizes it; only "
                     "for models with temporal encodings for object pointers.",
                 ),)
                 if shapes.pointer_temporal_encoding
