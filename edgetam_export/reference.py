@@ -94,7 +94,7 @@ def build_video_config(size: str = "full", **overrides: object) -> EdgeTamVideoC
         perceiver_resampler_num_latents_2d=s.perceiver_latents,
         memory_fuser_intermediate_dim=4 * s.mlp_dim // 2 if size == "tiny" else 1024,
     )
-    unknown = sorted(set(overrides) - set(EdgeTamVideoConfig().to_dict()))
+    unknown = sorted(set(overrides) - set(EdgeTamVideoConfig().to_dict())) if overrides else []
     if unknown:
         raise EdgeTamExportError(f"unknown EdgeTamVideoConfig fields {unknown}")
     return EdgeTamVideoConfig(**(settings | overrides))
