@@ -38,7 +38,8 @@ def main() -> None:
         parity = compare_tracking(reference, tracker, frames, script)
         document["scripts"][name] = {"steps": [repr(step) for step in script]} | parity.to_json()
         print(f"{name}: {len(parity.frames)} frame results, min IoU {parity.min_iou:.5f}, min logit PSNR "
-              f"{parity.min_logit_psnr:.1f} dB, presence agreement {parity.presence_agreement:.3f}")
+              f"{parity.min_logit_psnr:.1f} dB, presence agreement {parity.presence_agreement:.3f}, median mask area "
+              f"{parity.median_area:.3f}")
     target = HERE / "results" / f"tracking_parity_{args.size}.json"
     target.write_text(json.dumps(document, indent=1) + "\n")
     print(f"wrote {target}")

@@ -14,7 +14,7 @@ import platform
 import resource
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,21 +26,25 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgetam_export.bundle import Bundle, read_bundle, sha256_of
 from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.export import reference_for_bundle, tool_versions
+from edgetam_export.fp32_peak import measure_fp32_peak
 from edgetam_export.progress import Progress
 from edgetam_export.safe_output import write_text_atomic
 from edgetam_export.reference import Reference, build_video_processor
-from edgetam_export.runtime.runners import load_runners
+from edgetam_export.runtime.runners import StageRunner, load_runners
 from edgetam_export.runtime.tracker import TRACKING_STAGES, EdgeTamTracker
-from edgetam_export.samples import build_cases
+from edgetam_export.samples import StageCase, build_cases
 from edgetam_export.stages.registry import STAGES, StageShapes
+from edgetam_export.stages.spec import EMPTY_SLOT_LABEL
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "schema"
 EAGER = "eager-pytorch"
+#: transformers' label of a padding point (the stage contract's empty slot is EMPTY_SLOT_LABEL)
+TRANSFORMERS_PAD_LABEL = -10
 
 
 def machine() -> dict:
-    """CPU model, cores, OS and thread count of this run."""
+    """CPU model, cores and OS of this run."""
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -48,12 +52,24 @@ def machine() -> dict:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "os": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-    }
+    return {"cpu": model, "cores": os.cpu_count(), "os": platform.platform()}
+
+
+def set_threads(threads: int, bundles: list[Bundle]) -> dict:
+    """Give every runtime of the run `threads` threads; return the counts each runtime reports.
+
+    torch (eager) and ONNX Runtime (intra-op, per session: passed to every ONNX runner loaded for the run)
+    take the count directly; ExecuTorch's XNNPACK kernels run on one process-wide threadpool, resized here.
+    """
+    torch.set_num_threads(threads)
+    counts = {"torch": torch.get_num_threads()}
+    if any(b.backend == "onnx" for b in bundles):
+        counts["onnxruntime_intra_op"] = threads
+    if any(b.backend == "executorch" for b in bundles):
+        from edgetam_export.runtime.runners.executorch import set_threadpool_size
+
+        counts["executorch_threadpool"] = set_threadpool_size(threads)
+    return counts
 
 
 def code_commit() -> str | None:
@@ -88,20 +104,6 @@ def time_calls(call: Callable[[], object], warmup: int, runs: int) -> dict:
     }
 
 
-def matmul_peak_gflops(size: int = 4096, runs: int = 5) -> float:
-    """Measured fp32 matrix-multiply rate of this machine (best of `runs`), the efficiency yardstick."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(runs))
-    return round(2 * size**3 / best / 1e9, 1)
-
-
-def _seconds(call: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
-
-
 def count_flops(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
     """FLOPs of one forward pass, counted by PyTorch's FlopCounterMode (matmuls and convolutions)."""
     counter = FlopCounterMode(display=False)
@@ -122,35 +124,72 @@ def _objects(inputs: dict[str, torch.Tensor], spec, count: int) -> dict[str, tor
     return resized
 
 
+def largest_cases(cases: list[StageCase]) -> dict[str, StageCase]:
+    """The case of each stage with the most input data (non-zero values; stage inputs have fixed capacity):
+    the full memory bank for memory attention, all objects for the decoder. Timing the first case instead
+    would time a 2-slot bank against the FLOPs of a full one."""
+    chosen: dict[str, StageCase] = {}
+
+    def data(case: StageCase) -> int:
+        return sum(int(torch.count_nonzero(t)) for t in case.inputs.values())
+
+    for case in cases:
+        if case.stage not in chosen or data(case) > data(chosen[case.stage]):
+            chosen[case.stage] = case
+    return chosen
+
+
+def eager_baseline(reference: Reference, shapes: StageShapes, stage: str, inputs: dict[str, torch.Tensor]
+                   ) -> tuple[Callable[[], object], str]:
+    """The eager call that does the stage's work the way transformers does it, and what it is.
+
+    The decoder's parity upstream decodes every object twice (single- and multimask output, for
+    comparison); transformers decodes a click once, all objects as one point batch of `EdgeTamModel`,
+    and that is the call timed. Other stages' upstreams are transformers' own modules called once.
+    """
+    if stage == "prompt_decoder":
+        labels = inputs["point_labels"].long().clone()
+        labels[labels == EMPTY_SLOT_LABEL] = TRANSFORMERS_PAD_LABEL
+        embeddings = [inputs["high_res_features_0"], inputs["high_res_features_1"], inputs["image_embeddings"][:1]]
+
+        def decode() -> object:
+            return reference.image_model(image_embeddings=embeddings, input_points=inputs["point_coords"][None],
+                                         input_labels=labels[None], multimask_output=True)
+
+        return decode, "EdgeTamModel(image_embeddings=..., input_points=...): one call, objects as point batch"
+    upstream = STAGES[stage].upstream
+    return (lambda: upstream(reference.video_model, shapes, inputs)), f"transformers modules of {stage}, one call"
+
+
 def bench_stages(
-    bundles: list[Bundle], reference: Reference, shapes: StageShapes, data_dir: Path | None, warmup: int, runs: int,
-    objects: tuple[int, ...] = (1,), counter: Progress | None = None,
+    bundles: list[Bundle], runners: dict[Path, dict[str, StageRunner]], reference: Reference, shapes: StageShapes,
+    data_dir: Path | None, warmup: int, runs: int, objects: tuple[int, ...] = (1,), counter: Progress | None = None,
 ) -> tuple[list[dict], dict]:
-    """Latency of every stage the bundles share, for eager PyTorch (transformers' own code) and every bundle,
-    plus FLOPs."""
-    cases = {}
-    for case in build_cases(reference, shapes, data_dir):
-        cases.setdefault(case.stage, case)  # the first (full) case of each stage
-    model = reference.video_model
+    """Latency of every stage the bundles share on its largest case, for eager PyTorch (transformers' own
+    code, see `eager_baseline`) and every bundle, plus FLOPs. Every row names its case."""
+    cases = largest_cases(build_cases(reference, shapes, data_dir))
     rows, flops = [], {}
     names = [name for name in STAGES if all(name in bundle.stage_names for bundle in bundles)]
-    runners = {bundle.path: load_runners(bundle, names) for bundle in bundles}
     for name in names:
         stage = STAGES[name]
         spec = stage.spec(shapes)
-        wrapper = stage.build(model, shapes)
+        wrapper = stage.build(reference.video_model, shapes)
         for count in objects if spec.has_objects_axis() else (1,):
             inputs = _objects(cases[name].inputs, spec, count)
+            case = f"{cases[name].label}; timed with {count} object{'s' * (count > 1)}" if spec.has_objects_axis() \
+                else cases[name].label
             flops[f"{name}/{count}"] = count_flops(wrapper, tuple(inputs[n] for n in spec.input_names))
+            call, baseline = eager_baseline(reference, shapes, name, inputs)
             with torch.no_grad():
-                timing = time_calls(lambda: stage.upstream(model, shapes, inputs), warmup, runs)
-            rows.append({"stage": name, "objects": count, "runtime": EAGER} | timing)
+                timing = time_calls(call, warmup, runs)
+            rows.append({"stage": name, "objects": count, "case": case, "runtime": EAGER, "baseline": baseline}
+                        | timing)
             _advance(counter, f"{name} eager")
             arrays = {k: v.numpy() for k, v in inputs.items()}
             for bundle in bundles:
                 runner = runners[bundle.path][name]
                 timing = time_calls(lambda: runner.run(arrays), warmup, runs)
-                rows.append({"stage": name, "objects": count, "runtime": runtime_name(bundle)} | timing)
+                rows.append({"stage": name, "objects": count, "case": case, "runtime": runtime_name(bundle)} | timing)
                 _advance(counter, f"{name} {runtime_name(bundle)}")
     return rows, flops
 
@@ -165,23 +204,30 @@ def runtime_name(bundle: Bundle) -> str:
 
 
 def bench_image_mode(
-    bundles: list[Bundle], reference: Reference, image: Image.Image, warmup: int, runs: int,
-    counter: Progress | None = None,
+    bundles: list[Bundle], runners: dict[Path, dict[str, StageRunner]], reference: Reference, image: Image.Image,
+    warmup: int, runs: int, counter: Progress | None = None,
 ) -> list:
-    """Encoder once + one click decoded: transformers (processor + EdgeTamModel) and each bundle."""
+    """One picture in, one click's masks at the picture's size out, everything in between timed: for
+    transformers the processor, `EdgeTamModel` and `post_process_masks`; for a bundle the predictor's
+    preprocessing, both stages and its mask upsampling."""
     from edgetam_export.runtime import EdgeTamPredictor
 
     processor, model = reference.processor, reference.image_model
-    inputs = processor(images=image, input_points=[[[[image.width / 2, image.height / 2]]]], input_labels=[[[1]]],
-                       return_tensors="pt")
+    click = (image.width / 2, image.height / 2)
+
+    def transformers_segment() -> None:
+        inputs = processor(images=image, input_points=[[[list(click)]]], input_labels=[[[1]]], return_tensors="pt")
+        outputs = model(**inputs)
+        processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])
+
     with torch.no_grad():
-        rows = [{"runtime": EAGER} | time_calls(lambda: model(**inputs), warmup, runs)]
+        rows = [{"runtime": EAGER} | time_calls(transformers_segment, warmup, runs)]
     _advance(counter, "image mode eager")
     for bundle in bundles:
-        predictor = EdgeTamPredictor(bundle, load_runners(bundle, ["image_encoder", "prompt_decoder"]))
+        predictor = EdgeTamPredictor(bundle, {k: runners[bundle.path][k] for k in ("image_encoder", "prompt_decoder")})
 
         def segment() -> None:
-            predictor.predict(predictor.set_image(image), points=[[(image.width / 2, image.height / 2)]])
+            predictor.predict(predictor.set_image(image), points=[[click]])
 
         rows.append({"runtime": runtime_name(bundle)} | time_calls(segment, warmup, runs))
         _advance(counter, f"image mode {runtime_name(bundle)}")
@@ -198,13 +244,19 @@ def object_clicks(count: int, width: int, height: int) -> list[tuple[float, floa
 
 
 def bench_video(
-    bundles: list[Bundle], reference: Reference, frames: list[Image.Image], object_counts: tuple[int, ...],
-    include_reference: bool = True, counter: Progress | None = None,
+    bundles: list[Bundle], runners: dict[Path, dict[str, StageRunner]], reference: Reference,
+    frames: list[Image.Image], object_counts: tuple[int, ...], warmup: int, include_reference: bool = True,
+    counter: Progress | None = None,
 ) -> list[dict]:
-    """Frames per second while propagating through `frames` with 1, 2, 4, 8 objects prompted on frame 0."""
+    """Frames per second while propagating through `frames` with 1, 2, 4, 8 objects clicked on frame 0.
+
+    Every runtime prompts frame 0 and tracks the rest; the first `warmup` tracked frames of each run are
+    left out of the timing on every side alike (first calls of a shape allocate)."""
     rows = []
     width, height = frames[0].size
-    tracked = len(frames) - 1
+    timed = len(frames) - 1 - warmup
+    if timed < 1:
+        raise EdgeTamExportError(f"video benchmark needs more than {warmup + 1} frames (warm-up {warmup} + prompt)")
     for count in object_counts:
         clicks = object_clicks(count, width, height)
         if include_reference:
@@ -215,31 +267,42 @@ def bench_video(
                     processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=obj,
                                                               input_points=[[[[x, y]]]], input_labels=[[[1]]])
                     reference.video_model(inference_session=session, frame_idx=0)
-                started = time.perf_counter()
-                for _ in reference.video_model.propagate_in_video_iterator(session, start_frame_idx=1):
-                    pass
-            elapsed = time.perf_counter() - started
-            rows.append({"runtime": EAGER, "objects": count, "frames": tracked, "seconds": round(elapsed, 3),
-                         "fps": round(tracked / elapsed, 4)})
+                elapsed = _timed_after_warmup(reference.video_model.propagate_in_video_iterator(
+                    session, start_frame_idx=1), warmup)
+            rows.append({"runtime": EAGER, "objects": count, "frames": timed, "seconds": round(elapsed, 3),
+                         "fps": round(timed / elapsed, 4)})
             _advance(counter, f"video {count} objects eager")
         for bundle in bundles:
-            tracker = EdgeTamTracker(bundle, load_runners(bundle, TRACKING_STAGES))
+            tracker = EdgeTamTracker(bundle, {k: runners[bundle.path][k] for k in TRACKING_STAGES})
             session = tracker.init_session(frames)
             for obj, (x, y) in enumerate(clicks):
                 session.add_prompt(0, obj, points=[(x, y)])
                 session.run_frame(0)
             tracker.stage_seconds.clear()
-            started = time.perf_counter()
-            for _ in session.propagate(1):
-                pass
-            elapsed = time.perf_counter() - started
+
+            def tracked() -> Iterator[object]:
+                for index, result in enumerate(session.propagate(1)):
+                    if index == warmup - 1:  # the clock starts after this frame: so do the stage totals
+                        tracker.stage_seconds.clear()
+                    yield result
+
+            elapsed = _timed_after_warmup(tracked(), warmup)
             rows.append({
-                "runtime": runtime_name(bundle), "objects": count, "frames": tracked, "seconds": round(elapsed, 3),
-                "fps": round(tracked / elapsed, 4),
-                "stage_ms_per_frame": {k: round(v * 1000 / tracked, 2) for k, v in tracker.stage_seconds.items()},
+                "runtime": runtime_name(bundle), "objects": count, "frames": timed, "seconds": round(elapsed, 3),
+                "fps": round(timed / elapsed, 4),
+                "stage_ms_per_frame": {k: round(v * 1000 / timed, 2) for k, v in tracker.stage_seconds.items()},
             })
             _advance(counter, f"video {count} objects {runtime_name(bundle)}")
     return rows
+
+
+def _timed_after_warmup(frames: Iterator[object], warmup: int) -> float:
+    """Seconds to exhaust a frame iterator, not counting its first `warmup` frames."""
+    started = time.perf_counter()
+    for index, _ in enumerate(frames):
+        if index == warmup - 1:
+            started = time.perf_counter()
+    return time.perf_counter() - started
 
 
 def run_benchmarks(
@@ -251,9 +314,13 @@ def run_benchmarks(
     video_frames: int = 20,
     object_counts: tuple[int, ...] = (1, 2, 4, 8),
     include_reference_video: bool = True,
+    threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """The standard matrix over some bundles of the same weights; returns the results document."""
+    """The standard matrix over some bundles of the same weights; returns the results document.
+
+    Every runtime gets `threads` threads (default: one per core) and the same warm-up; efficiency is
+    measured against the machine's fp32 peak (`fp32_peak`), measured in the same process."""
     from edgetam_export.sample_data import default_data_dir
     from edgetam_export.samples import sample_pictures
 
@@ -264,6 +331,8 @@ def run_benchmarks(
     shapes_all = {b.manifest.shapes for b in bundles}
     if len(weights) != 1 or len(shapes_all) != 1:
         raise EdgeTamExportError("bundles benchmarked together must share weights and shapes (export them alike)")
+    threads = threads or os.cpu_count() or 1
+    thread_counts = set_threads(threads, bundles)
     reference = reference_for_bundle(bundles[0])
     shapes = bundles[0].manifest.shapes
     data_dir = data_dir or default_data_dir()
@@ -271,32 +340,36 @@ def run_benchmarks(
     frames = _video_frames(data_dir, video_frames)
     runtimes = 1 + len(bundles)
     shared = [name for name in STAGES if all(name in bundle.stage_names for bundle in bundles)]
+    runners = {b.path: load_runners(b, sorted(set(shared) | set(TRACKING_STAGES)), threads=threads) for b in bundles}
     counter = Progress("bench: measurement", runtimes * (len(shared) + 1 + len(object_counts)), progress, 0.0)
-    peak = matmul_peak_gflops()
-    stage_rows, flops = bench_stages(bundles, reference, shapes, data_dir, warmup, runs, counter=counter)
+    peak = measure_fp32_peak(threads)
+    stage_rows, flops = bench_stages(bundles, runners, reference, shapes, data_dir, warmup, runs, counter=counter)
     for row in stage_rows:
         gflop = flops[f"{row['stage']}/{row['objects']}"] / 1e9
         row["gflop"] = round(gflop, 6)
         row["gflops_per_s"] = round(gflop / (row["p50_ms"] / 1000), 1)
-        row["fraction_of_matmul_peak"] = round(row["gflops_per_s"] / peak, 3)
+        row["fraction_of_peak"] = round(row["gflops_per_s"] / peak.gflops, 3)
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": code_commit(),
-        "machine": machine() | {"fp32_matmul_gflops": peak},
+        "machine": machine() | {"fp32_peak": peak.to_json()},
+        "threads": thread_counts,
         "tools": tool_versions(),
         "model": bundles[0].manifest.model.to_json(),
         "bundles": [
             {"runtime": runtime_name(b), "path": str(b.path), "backend": b.backend, "recipe": b.manifest.recipe.to_json(),
-             "manifest_sha256": sha256_of(b.path / "manifest.json"),
+             "manifest_sha256": sha256_of(b.path / "manifest.json"), "exported": b.manifest.created,
              "artifacts": {s: {"sha256": r.sha256, "size_bytes": r.size_bytes,
                                "export_seconds": r.export_seconds} for s, r in b.manifest.stages.items()}}
             for b in bundles
         ],
-        "settings": {"warmup": warmup, "runs": runs, "video_frames": len(frames), "object_counts": list(object_counts)},
+        "settings": {"warmup": warmup, "runs": runs, "video_frames": len(frames), "object_counts": list(object_counts),
+                     "threads": threads},
         "stages": stage_rows,
-        "image_mode": bench_image_mode(bundles, reference, stills[0], warmup, runs, counter),
-        "video": bench_video(bundles, reference, frames, object_counts, include_reference_video, counter),
+        "image_mode": bench_image_mode(bundles, runners, reference, stills[0], warmup, runs, counter),
+        "video": bench_video(bundles, runners, reference, frames, object_counts, warmup, include_reference_video,
+                             counter),
         "peak_rss_mb": peak_rss_mb(),
         "device_runs": [],
     }

@@ -429,9 +429,15 @@ def bench_run(
     markdown: Annotated[
         Optional[Path], typer.Option("--markdown", help="Also render a Markdown report (plots beside it).")
     ] = None,
-    runs: Annotated[int, typer.Option("--runs", help="Timed runs per measurement (after 2 warm-up runs).")] = 10,
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs per measurement.")] = 10,
+    warmup: Annotated[int, typer.Option(
+        "--warmup", help="Untimed calls per measurement, and untimed tracked frames per video run, for every runtime."
+    )] = 2,
     video_frames: Annotated[int, typer.Option("--video-frames", help="Frames of videos/bedroom to track.")] = 16,
     objects: Annotated[str, typer.Option("--objects", help="Object counts for video FPS.")] = "1,2,4,8",
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", help="Threads of every runtime (torch, ONNX Runtime, ExecuTorch's threadpool); default one per core."
+    )] = None,
     data: DataOption = None,
 ) -> None:
     """Measure every stage, image mode and video FPS for the bundles and eager PyTorch, in one process."""
@@ -443,10 +449,13 @@ def bench_run(
         counts = ()
     if not counts or min(counts) < 1:
         raise EdgeTamExportError(f"--objects '{objects}' must be object counts of at least 1, like 1,2,4,8")
-    if runs < 1 or video_frames < 2:
+    if runs < 1 or warmup < 0 or video_frames < warmup + 2:
         raise EdgeTamExportError(
-            f"--runs must be at least 1 (got {runs}) and --video-frames at least 2 (got {video_frames})"
+            f"--runs must be at least 1 (got {runs}), --warmup at least 0 (got {warmup}) and --video-frames at least "
+            f"--warmup + 2 (got {video_frames}): the prompt frame, the warm-up frames and one timed frame"
         )
+    if threads is not None and threads < 1:
+        raise EdgeTamExportError(f"--threads must be at least 1 (got {threads}); leave it out for one per core")
     _check_report(report, "--report")
     _check_report(markdown, "--markdown")
     for path in bundles:
@@ -458,8 +467,8 @@ def bench_run(
     from edgetam_export.sample_data import check_data_dir
 
     check_data_dir(data)
-    results = run_benchmarks(bundles, data_dir=data, runs=runs, video_frames=video_frames, object_counts=counts,
-                             progress=_say)
+    results = run_benchmarks(bundles, data_dir=data, warmup=warmup, runs=runs, video_frames=video_frames,
+                             object_counts=counts, threads=threads, progress=_say)
     validate(results, "results.schema.json")
     write_text_atomic(report, json.dumps(results, indent=1) + "\n")
     typer.echo(f"results written to {report}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 from transformers import (
     EdgeTamConfig,
@@ -37,6 +38,9 @@ RANDOM_SOURCE = "random"
 MASK_LOGIT_GAIN = 30.0
 OBJECT_SCORE_GAIN = 20.0
 OBJECT_SCORE_BIAS = 3.0
+#: Share of the frame that random weights' tracked masks cover (see calibrate_mask_area).
+MASK_AREA = 0.3
+OBJECT_SCORE_MARGIN = 6.0
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def image_config_from_video(config: EdgeTamVideoConfig) -> EdgeTamConfig:
 
 
 @torch.no_grad()
-def init_random_weights(model: nn.Module, seed: int) -> None:
+def init_random_weights(model: EdgeTamVideoModel, seed: int) -> None:
     """Seeded, scale-preserving random weights.
 
     transformers' own init gives image embeddings near 1e-9 and empty video masks, which would make
@@ -141,8 +145,77 @@ def init_random_weights(model: nn.Module, seed: int) -> None:
     decoder = model.mask_decoder
     for mlp in decoder.output_hypernetworks_mlps:
         mlp.proj_out.weight.mul_(MASK_LOGIT_GAIN)
+    calibrate_mask_area(model, MASK_AREA)
     decoder.pred_obj_score_head.proj_out.weight.mul_(OBJECT_SCORE_GAIN)
     decoder.pred_obj_score_head.proj_out.bias.fill_(OBJECT_SCORE_BIAS)
+
+
+def calibrate_mask_area(model: EdgeTamVideoModel, area: float, rounds: int = 3) -> None:
+    """Give random weights tracked masks of about `area` of the frame, as trained weights have.
+
+    Random heads make most mask logits positive (tracked masks of 65-90% of the frame, depending on the
+    seed), and then a wrong memory bank barely changes a mask. A constant is added to every mask logit
+    (`_set_mask_logit_bias`) and chosen on a short synthetic video: frame 0 clicked in its centre, two
+    frames tracked with memory, the constant moved so that `area` of the last frame's decoded logits
+    are positive; two rounds, because the masks feed the memory that conditions the next frames.
+    """
+    model.eval()
+    size = model.config.image_size
+    frames = [_calibration_frame(size, shift) for shift in range(3)]
+    processor = build_video_processor(size)
+    bias = 0.0
+    _set_mask_logit_bias(model.mask_decoder, bias)
+    scores: list[torch.Tensor] = []
+    hook = model.mask_decoder.register_forward_hook(lambda module, args, outputs: scores.append(outputs[3]))
+    try:
+        for _ in range(rounds):
+            session = processor.init_video_session(video=frames, inference_device="cpu")
+            processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=0,
+                                                      input_points=[[[[size / 2, size / 2]]]], input_labels=[[[1]]])
+            model(inference_session=session, frame_idx=0)
+            *_, last = model.propagate_in_video_iterator(session, start_frame_idx=1)
+            # a tracked object is present: its score at least OBJECT_SCORE_MARGIN on every frame
+            # Shifts are rounded to 1/64: float sums differ in the last bits with the thread count, and the
+            # weights (and their checksum) must not.
+            missing = _rounded(OBJECT_SCORE_MARGIN - float(torch.cat(scores).min()))
+            model.mask_decoder.pred_obj_score_head.proj_out.bias.add_(max(missing, 0.0))
+            scores.clear()
+            if missing <= 0:
+                bias -= _rounded(float(torch.quantile(last.pred_masks.flatten().float(), 1.0 - area)))
+                _set_mask_logit_bias(model.mask_decoder, bias)
+    finally:
+        hook.remove()
+
+
+def _rounded(value: float, step: float = 1 / 64) -> float:
+    return round(value / step) * step
+
+
+def _calibration_frame(size: int, shift: int) -> Image.Image:
+    """A smooth random picture (8x8 colour cells, bilinearly enlarged; the same for every model), moved
+    by `shift` steps: a short video without data files."""
+    cells = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    picture = torch.nn.functional.interpolate(cells, size=(size, size + 8), mode="bilinear")[0]
+    pixels = (picture[:, :, 4 * shift : 4 * shift + size].permute(1, 2, 0) * 255).to(torch.uint8).numpy()
+    return Image.fromarray(pixels)
+
+
+def _set_mask_logit_bias(decoder: nn.Module, bias: float) -> None:
+    """Add `bias` to every mask logit through transformers' own computation.
+
+    Mask logits are `hyper_in @ upscaled_embedding`, with no bias term. The last channel of the upscaled
+    embedding is made constant (its upscaling weights and its high-resolution projection zeroed, its
+    bias 1, so it is GELU(1) everywhere) and each hypernetwork emits a constant for that channel.
+    """
+    channel = decoder.upscale_conv2.out_channels - 1
+    decoder.upscale_conv2.weight[:, channel] = 0.0
+    decoder.upscale_conv2.bias[channel] = 1.0
+    decoder.conv_s0.weight[channel] = 0.0
+    decoder.conv_s0.bias[channel] = 0.0
+    constant = float(torch.nn.functional.gelu(torch.tensor(1.0)))
+    for mlp in decoder.output_hypernetworks_mlps:
+        mlp.proj_out.weight[channel] = 0.0
+        mlp.proj_out.bias[channel] = bias / constant
 
 
 def build_processor(image_size: int) -> Sam2Processor:

@@ -188,6 +188,12 @@ class TrackingParity:
         pairs = [(a > 0) == (b > 0) for entry in self.scores for a, b in entry.values()]
         return sum(pairs) / len(pairs)
 
+    @property
+    def median_area(self) -> float:
+        """Median share of the frame the reference's masks cover: a mask of most of the frame would hide a
+        wrong memory bank, so the test weights are calibrated to about 30% (`reference.calibrate_mask_area`)."""
+        return float(np.median([a for entry in self.areas for a in entry.values()]))
+
     def to_json(self) -> dict:
         return {
             "events": len(self.frames),
@@ -196,6 +202,7 @@ class TrackingParity:
             "min_logit_psnr_db": round(self.min_logit_psnr, 2),
             "max_object_score_difference": self.max_score_difference,
             "presence_agreement": self.presence_agreement,
+            "reference_area_median": round(self.median_area, 4),
             "per_frame": [
                 {"frame": f, "iou": {str(k): round(v, 6) for k, v in iou.items()},
                  "logit_psnr_db": {str(k): round(v, 2) for k, v in psnr.items()},

@@ -6,9 +6,13 @@ import copy
 import json
 
 import pytest
+import torch
 
-from edgetam_export.bench import EAGER, merge_device_run, run_benchmarks, time_calls, validate
-from edgetam_export.bench_report import marginal_object_cost, write_report
+from edgetam_export.bench import (
+    EAGER, eager_baseline, largest_cases, merge_device_run, run_benchmarks, time_calls, validate,
+)
+from edgetam_export.bench_report import marginal_object_cost, targets, verdict, write_report
+from edgetam_export.fp32_peak import measure_fp32_peak
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.registry import STAGES
 
@@ -16,7 +20,7 @@ from edgetam_export.stages.registry import STAGES
 @pytest.fixture(scope="module")
 def results(tiny_bundles, data_dir):
     paths = [bundle.path for bundle in tiny_bundles.values()]
-    return run_benchmarks(paths, data_dir=data_dir, warmup=1, runs=2, video_frames=3, object_counts=(1, 2))
+    return run_benchmarks(paths, data_dir=data_dir, warmup=1, runs=2, video_frames=4, object_counts=(1, 2), threads=1)
 
 
 def test_results_cover_every_stage_runtime_and_validate(results, tiny_bundles):
@@ -26,13 +30,69 @@ def test_results_cover_every_stage_runtime_and_validate(results, tiny_bundles):
         (s, r) for s in STAGES for r in runtimes
     }
     for row in results["stages"]:
-        assert row["p90_ms"] >= row["p50_ms"] > 0 and row["gflop"] > 0
+        assert row["p90_ms"] >= row["p50_ms"] > 0 and row["gflop"] > 0 and row["case"]
         # Efficiency is derived from this run's own latency and machine peak.
         assert row["gflops_per_s"] == pytest.approx(row["gflop"] / (row["p50_ms"] / 1000), rel=0.01)
+        assert row["fraction_of_peak"] == pytest.approx(row["gflops_per_s"] / results["machine"]["fp32_peak"]["gflops"],
+                                                        abs=1e-3)
+    # Every runtime of a stage timed the same case; memory attention the full bank, not the first-frames one.
+    for stage in STAGES:
+        assert len({r["case"] for r in results["stages"] if r["stage"] == stage}) == 1
+    assert "full bank" in next(r["case"] for r in results["stages"] if r["stage"] == "memory_attention")
     assert {r["runtime"] for r in results["video"]} == runtimes
     assert {r["objects"] for r in results["video"]} == {1, 2}
-    assert results["machine"]["fp32_matmul_gflops"] > 1 and results["machine"]["cores"] >= 1
+    # 4 frames: the prompt frame, 1 warm-up frame, 2 timed frames, for every runtime.
+    assert {r["frames"] for r in results["video"]} == {2}
     assert results["commit"] and results["bundles"][0]["manifest_sha256"]
+
+
+def test_every_runtime_ran_with_the_thread_count_asked(results):
+    assert results["settings"]["threads"] == 1
+    assert results["threads"] == {"torch": 1, "onnxruntime_intra_op": 1, "executorch_threadpool": 1}
+
+
+def test_fp32_peak_is_not_beaten_by_any_stage_or_gemm(results):
+    """The yardstick holds: the FMA kernel is at least torch.mm's rate and no stage exceeds it."""
+    peak = results["machine"]["fp32_peak"]
+    assert peak["fma_gflops"] is not None, peak["method"]  # a C compiler is part of the machine's set-up
+    assert peak["gflops"] >= peak["gemm_gflops"] > 0 and peak["gflops"] >= peak["fma_gflops"]
+    assert all(row["fraction_of_peak"] <= 1.0 for row in results["stages"]), "a stage beat the 'peak'"
+
+
+def test_fma_kernel_scales_with_threads():
+    one, two = measure_fp32_peak(1, seconds=0.1), measure_fp32_peak(2, seconds=0.1)
+    assert two.fma_single_thread_gflops == pytest.approx(one.fma_gflops, rel=0.5)
+    assert one.threads == 1 and two.threads == 2
+
+
+def test_eager_decoder_baseline_decodes_once_like_transformers(tiny_reference, tiny_shapes, tiny_cases):
+    """The eager decoder row times transformers' own `EdgeTamModel` call: one mask-decoder pass for all
+    objects (the parity upstream decodes each object twice), with the stage's multimask outputs' shape.
+    (Values differ slightly: transformers appends a padding point to point-only prompts.)"""
+    case = largest_cases(tiny_cases)["prompt_decoder"]
+    objects = case.inputs["point_coords"].shape[0]
+    call, baseline = eager_baseline(tiny_reference, tiny_shapes, "prompt_decoder", case.inputs)
+    calls = []
+    hook = tiny_reference.image_model.mask_decoder.register_forward_hook(lambda module, args, out: calls.append(out))
+    try:
+        with torch.no_grad():
+            decoded = call()
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        upstream = STAGES["prompt_decoder"].upstream(tiny_reference.video_model, tiny_shapes, case.inputs)
+    assert len(calls) == 1 and objects > 1 and "one call" in baseline
+    assert tuple(decoded.pred_masks.shape) == (1, *upstream["mask_logits"][:, 1:].shape)
+    assert tuple(decoded.iou_scores.shape) == (1, objects, 3)
+
+
+def test_largest_case_is_timed(tiny_cases):
+    chosen = largest_cases(tiny_cases)
+    assert set(chosen) == set(STAGES)
+    valid = [int(c.inputs["memory_valid"].sum()) for c in tiny_cases if c.stage == "memory_attention"]
+    assert len(valid) > 1 and int(chosen["memory_attention"].inputs["memory_valid"].sum()) == max(valid)
+    assert "full bank" in chosen["memory_attention"].label
+    assert chosen["prompt_decoder"].inputs["point_coords"].shape[0] > 1
 
 
 def test_report_ratios_come_from_the_results(results, tmp_path):
@@ -43,7 +103,40 @@ def test_report_ratios_come_from_the_results(results, tmp_path):
     eager = next(r for r in results["stages"] if r["stage"] == "image_encoder" and r["runtime"] == EAGER)
     other = next(r for r in results["stages"] if r["stage"] == "image_encoder" and r["runtime"] == "onnx-fp32")
     assert f"{eager['p50_ms'] / other['p50_ms']:.2f}x" in text
-    assert "## Targets" in text and ("**met**" in text or "**missed**" in text)
+    # Each target's verdict follows from the numbers: the video target is judged on the FPS ratio.
+    fps = {(r["runtime"], r["objects"]): r["fps"] for r in results["video"]}
+    ratio = fps[("onnx-fp32", 1)] / fps[(EAGER, 1)]
+    assert f"- video, onnx-fp32, 1 object(s): {ratio:.2f}x transformers' FPS (target 3x): {verdict(ratio >= 3)}" in text
+    for stage in STAGES:
+        case = next(r["case"] for r in results["stages"] if r["stage"] == stage)
+        assert f"- {stage}: {case}" in text
+
+
+def _with(results: dict, stage: str, runtime: str, **values) -> dict:
+    changed = copy.deepcopy(results)
+    for row in changed["stages"]:
+        if row["stage"] == stage and row["runtime"] == runtime:
+            row.update(values)
+    return changed
+
+
+def test_targets_are_met_missed_or_invalid_as_the_numbers_say(results):
+    def encoder_line(document: dict) -> str:
+        by_stage: dict = {}
+        for row in document["stages"]:
+            by_stage.setdefault(row["stage"], {})[row["runtime"]] = row
+        return next(line for line in targets(document, by_stage, {}) if line.startswith("- image encoder at"))
+
+    def encoder_at(onnx: float, xnnpack: float) -> str:
+        changed = _with(results, "image_encoder", "onnx-fp32", fraction_of_peak=onnx)
+        return encoder_line(_with(changed, "image_encoder", "executorch-xnnpack-fp32", fraction_of_peak=xnnpack))
+
+    assert encoder_at(0.9, 0.4).endswith("**met**")
+    assert encoder_at(0.5, 0.4).endswith("**missed**")
+    above = encoder_at(1.46, 0.4)
+    assert "146%" in above and "**invalid" in above and "**met**" not in above
+    assert verdict(True, 1.01).startswith("**invalid") and verdict(True, 1.0) == "**met**"
+    assert verdict(False) == "**missed**"
 
 
 def test_marginal_object_cost():

@@ -8,6 +8,8 @@ MIL interpreter, as `.mlpackage` bundles are; on macOS the ExecuTorch runtime ru
 
 from __future__ import annotations
 
+from collections import Counter
+
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,14 +51,15 @@ class ExecuTorchBackend(Backend):
             facts |= {"precision": recipe.precision, "deployment_target": recipe.deployment_target or "iOS17",
                       "compute_units": recipe.compute_units or "ALL"}
         edge = to_edge_transform_and_lower(program, partitioner=partitioners)
-        delegated, portable = count_delegation(edge.exported_program().graph_module)
+        delegated, portable_kinds = count_delegation(edge.exported_program().graph_module)
+        portable = sum(portable_kinds.values())
         if recipe.delegate == "coreml" and (delegated, portable) != (1, 0):
             raise EdgeTamExportError(
                 f"{spec.name}: Core ML took {delegated} partitions and left {portable} operators to portable "
                 "kernels; the executorch-coreml recipes need the whole stage in one Core ML partition"
             )
         artifact.write_bytes(edge.to_executorch().buffer)
-        return facts | {"delegated_partitions": delegated, "portable_ops": portable}
+        return facts | {"delegated_partitions": delegated, "portable_ops": portable, "portable_op_kinds": portable_kinds}
 
     def versions(self) -> dict[str, str]:
         return {"executorch": version("executorch")}
@@ -76,9 +79,9 @@ def _coreml_partitioner(recipe: Recipe):
     return CoreMLPartitioner(compile_specs=specs, lower_full_graph=True)
 
 
-def count_delegation(graph_module: torch.fx.GraphModule) -> tuple[int, int]:
-    """(delegated partitions, operators left to portable kernels) of a lowered edge program."""
-    delegated = portable = 0
+def count_delegation(graph_module: torch.fx.GraphModule) -> tuple[int, dict[str, int]]:
+    """(delegated partitions, {operator: count} of those left to portable kernels) of a lowered edge program."""
+    delegated, portable = 0, Counter()
     for node in graph_module.graph.nodes:
         if node.op != "call_function":
             continue
@@ -86,5 +89,5 @@ def count_delegation(graph_module: torch.fx.GraphModule) -> tuple[int, int]:
         if "executorch_call_delegate" in name:
             delegated += 1
         elif not name.startswith("getitem") and "sym_size" not in name:
-            portable += 1
-    return delegated, portable
+            portable[name] += 1
+    return delegated, dict(sorted(portable.items()))

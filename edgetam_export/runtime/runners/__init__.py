@@ -34,22 +34,24 @@ def ordered_inputs(spec: StageSpec, inputs: dict[str, np.ndarray]) -> list[np.nd
     return [np.ascontiguousarray(inputs[t.name], dtype=t.numpy_dtype) for t in spec.inputs]
 
 
-def load_runner(bundle: Bundle, stage: str, coreml_runtime: str | None = None) -> StageRunner:
+def load_runner(bundle: Bundle, stage: str, coreml_runtime: str | None = None, threads: int | None = None) -> StageRunner:
     """Load one stage of a bundle for this machine (raise EdgeTamExportError if it cannot run here).
 
     `coreml_runtime` picks what runs Core ML programs: compute units of the real runtime (macOS) or
     'mil-interpreter'; by default the manifest's compute units on macOS and the interpreter elsewhere.
+    `threads` sets ONNX Runtime's intra-op threads of this session, or the size of ExecuTorch's
+    process-wide XNNPACK threadpool; by default each runtime picks (one thread per core).
     """
     artifact, spec, facts = bundle.artifact(stage), bundle.spec(stage), bundle.manifest.stages[stage].backend
     backend = bundle.backend
     if backend == "onnx":
         from edgetam_export.runtime.runners.onnx import load_onnx
 
-        return load_onnx(artifact, spec)
+        return load_onnx(artifact, spec, threads)
     if backend == "executorch":
         from edgetam_export.runtime.runners.executorch import load_executorch
 
-        return load_executorch(artifact, spec, facts, coreml_runtime)
+        return load_executorch(artifact, spec, facts, coreml_runtime, threads)
     if backend == "coreml":
         from edgetam_export.runtime.runners.coreml import load_coreml
 
@@ -59,9 +61,11 @@ def load_runner(bundle: Bundle, stage: str, coreml_runtime: str | None = None) -
     )
 
 
-def load_runners(bundle: Bundle, stages: list[str] | tuple[str, ...], coreml_runtime: str | None = None) -> dict:
+def load_runners(
+    bundle: Bundle, stages: list[str] | tuple[str, ...], coreml_runtime: str | None = None, threads: int | None = None
+) -> dict:
     """{stage: runner} for the given stages of a bundle."""
-    return {name: load_runner(bundle, name, coreml_runtime) for name in stages}
+    return {name: load_runner(bundle, name, coreml_runtime, threads) for name in stages}
 
 
 __all__ = ["RUNTIMES", "StageRunner", "load_runner", "load_runners", "ordered_inputs"]

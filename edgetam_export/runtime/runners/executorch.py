@@ -106,9 +106,23 @@ def extract_coreml_delegate(artifact: Path, folder: Path) -> tuple[Path, tuple[l
     return lowered / "model.mlpackage", ([inputs.get(v) for v in plan.inputs], [outputs[v] for v in plan.outputs])
 
 
-def load_executorch(artifact: Path, spec: StageSpec, facts: dict, coreml_runtime: str | None = None):
+def load_executorch(
+    artifact: Path, spec: StageSpec, facts: dict, coreml_runtime: str | None = None, threads: int | None = None
+):
     """A runner for one `.pte` (`facts`: the manifest's backend facts of the stage): ExecuTorch's runtime,
-    or the interpreter for a Core ML delegate off macOS."""
+    or the interpreter for a Core ML delegate off macOS. `threads` resizes the process-wide threadpool
+    that XNNPACK kernels run on."""
     if facts.get("delegate") == "coreml" and not on_macos():
         return DelegatedCoreMLRunner(artifact, spec)
+    if threads:
+        set_threadpool_size(threads)
     return ExecuTorchRunner(artifact, spec)
+
+
+def set_threadpool_size(threads: int) -> int:
+    """Resize ExecuTorch's process-wide threadpool (XNNPACK's kernels run on it); return its new size."""
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+    return int(portable_lib._threadpool_get_thread_count())

@@ -23,6 +23,7 @@ class OnnxRunner:
         if threads:
             options.intra_op_num_threads = threads
         self.spec = spec
+        self.threads = threads
         try:
             self._session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
@@ -34,5 +35,5 @@ class OnnxRunner:
         return dict(zip(self.spec.output_names, outputs))
 
 
-def load_onnx(artifact: Path, spec: StageSpec) -> OnnxRunner:
-    return OnnxRunner(artifact, spec, int(os.environ.get(THREADS_ENV, "0")) or None)
+def load_onnx(artifact: Path, spec: StageSpec, threads: int | None = None) -> OnnxRunner:
+    return OnnxRunner(artifact, spec, threads or int(os.environ.get(THREADS_ENV, "0")) or None)
