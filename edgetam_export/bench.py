@@ -15,6 +15,7 @@ import resource
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -89,19 +90,42 @@ def peak_rss_mb() -> float:
 
 def time_calls(call: Callable[[], object], warmup: int, runs: int) -> dict:
     """Latency statistics (ms) of `runs` calls after `warmup` unmeasured ones."""
+    return time_in_turns({"call": call}, warmup, runs)["call"]
+
+
+def time_in_turns(calls: dict[str, Callable[[], object]], warmup: int, runs: int) -> dict[str, dict]:
+    """Latency statistics (ms) of each call, measured in turns: run i of every call before run i + 1 of any.
+
+    A shared machine speeds up and slows down while a benchmark runs (measured here: the same XNNPACK
+    stage at 171 and 399 ms a minute apart); timed in turns, every runtime meets the same conditions,
+    so the ratios between them hold even when the absolute figures drift."""
     for _ in range(warmup):
-        call()
-    samples = []
+        for call in calls.values():
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - started) * 1000.0)
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            samples[name].append((time.perf_counter() - started) * 1000.0)
+    return {name: _statistics(values) for name, values in samples.items()}
+
+
+def _statistics(samples: list[float]) -> dict:
     return {
-        "runs": runs,
+        "runs": len(samples),
         "p50_ms": round(float(np.percentile(samples, 50)), 3),
         "p90_ms": round(float(np.percentile(samples, 90)), 3),
         "mean_ms": round(float(np.mean(samples)), 3),
     }
+
+
+def _without_grad(call: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        with torch.no_grad():
+            return call()
+
+    return run
 
 
 def count_flops(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
@@ -180,17 +204,14 @@ def bench_stages(
                 else cases[name].label
             flops[f"{name}/{count}"] = count_flops(wrapper, tuple(inputs[n] for n in spec.input_names))
             call, baseline = eager_baseline(reference, shapes, name, inputs)
-            with torch.no_grad():
-                timing = time_calls(call, warmup, runs)
-            rows.append({"stage": name, "objects": count, "case": case, "runtime": EAGER, "baseline": baseline}
-                        | timing)
-            _advance(counter, f"{name} eager")
             arrays = {k: v.numpy() for k, v in inputs.items()}
-            for bundle in bundles:
-                runner = runners[bundle.path][name]
-                timing = time_calls(lambda: runner.run(arrays), warmup, runs)
-                rows.append({"stage": name, "objects": count, "case": case, "runtime": runtime_name(bundle)} | timing)
-                _advance(counter, f"{name} {runtime_name(bundle)}")
+            calls = {EAGER: _without_grad(call)} | {
+                runtime_name(b): partial(runners[b.path][name].run, arrays) for b in bundles
+            }
+            for runtime, timing in time_in_turns(calls, warmup, runs).items():
+                rows.append({"stage": name, "objects": count, "case": case, "runtime": runtime}
+                            | ({"baseline": baseline} if runtime == EAGER else {}) | timing)
+            _advance(counter, f"{name} ({count} object{'s' * (count > 1)})")
     return rows, flops
 
 
@@ -220,18 +241,17 @@ def bench_image_mode(
         outputs = model(**inputs)
         processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"])
 
-    with torch.no_grad():
-        rows = [{"runtime": EAGER} | time_calls(transformers_segment, warmup, runs)]
-    _advance(counter, "image mode eager")
+    calls = {EAGER: _without_grad(transformers_segment)}
     for bundle in bundles:
         predictor = EdgeTamPredictor(bundle, {k: runners[bundle.path][k] for k in ("image_encoder", "prompt_decoder")})
-
-        def segment() -> None:
-            predictor.predict(predictor.set_image(image), points=[[click]])
-
-        rows.append({"runtime": runtime_name(bundle)} | time_calls(segment, warmup, runs))
-        _advance(counter, f"image mode {runtime_name(bundle)}")
+        calls[runtime_name(bundle)] = partial(_segment, predictor, image, click)
+    rows = [{"runtime": runtime} | timing for runtime, timing in time_in_turns(calls, warmup, runs).items()]
+    _advance(counter, "image mode")
     return rows
+
+
+def _segment(predictor, image: Image.Image, click: tuple[float, float]) -> None:
+    predictor.predict(predictor.set_image(image), points=[[click]])
 
 
 def object_clicks(count: int, width: int, height: int) -> list[tuple[float, float]]:
@@ -250,8 +270,8 @@ def bench_video(
 ) -> list[dict]:
     """Frames per second while propagating through `frames` with 1, 2, 4, 8 objects clicked on frame 0.
 
-    Every runtime prompts frame 0 and tracks the rest; the first `warmup` tracked frames of each run are
-    left out of the timing on every side alike (first calls of a shape allocate)."""
+    Every runtime prompts frame 0, then the runtimes track in turns, one frame each (as `time_in_turns`
+    does for stages); the first `warmup` tracked frames are left out of the timing on every side alike."""
     rows = []
     width, height = frames[0].size
     timed = len(frames) - 1 - warmup
@@ -259,50 +279,49 @@ def bench_video(
         raise EdgeTamExportError(f"video benchmark needs more than {warmup + 1} frames (warm-up {warmup} + prompt)")
     for count in object_counts:
         clicks = object_clicks(count, width, height)
+        sessions: dict[str, Iterator[object]] = {}
         if include_reference:
-            processor = build_video_processor(reference.image_size)
-            session = processor.init_video_session(video=frames, inference_device="cpu")
-            with torch.inference_mode():
-                for obj, (x, y) in enumerate(clicks):
-                    processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=obj,
-                                                              input_points=[[[[x, y]]]], input_labels=[[[1]]])
-                    reference.video_model(inference_session=session, frame_idx=0)
-                elapsed = _timed_after_warmup(reference.video_model.propagate_in_video_iterator(
-                    session, start_frame_idx=1), warmup)
-            rows.append({"runtime": EAGER, "objects": count, "frames": timed, "seconds": round(elapsed, 3),
-                         "fps": round(timed / elapsed, 4)})
-            _advance(counter, f"video {count} objects eager")
+            sessions[EAGER] = _transformers_tracking(reference, frames, clicks)
+        trackers = {}
         for bundle in bundles:
             tracker = EdgeTamTracker(bundle, {k: runners[bundle.path][k] for k in TRACKING_STAGES})
             session = tracker.init_session(frames)
             for obj, (x, y) in enumerate(clicks):
                 session.add_prompt(0, obj, points=[(x, y)])
                 session.run_frame(0)
-            tracker.stage_seconds.clear()
-
-            def tracked() -> Iterator[object]:
-                for index, result in enumerate(session.propagate(1)):
-                    if index == warmup - 1:  # the clock starts after this frame: so do the stage totals
-                        tracker.stage_seconds.clear()
-                    yield result
-
-            elapsed = _timed_after_warmup(tracked(), warmup)
-            rows.append({
-                "runtime": runtime_name(bundle), "objects": count, "frames": timed, "seconds": round(elapsed, 3),
-                "fps": round(timed / elapsed, 4),
-                "stage_ms_per_frame": {k: round(v * 1000 / timed, 2) for k, v in tracker.stage_seconds.items()},
-            })
-            _advance(counter, f"video {count} objects {runtime_name(bundle)}")
+            trackers[runtime_name(bundle)] = tracker
+            sessions[runtime_name(bundle)] = session.propagate(1)
+        seconds = dict.fromkeys(sessions, 0.0)
+        for frame in range(len(frames) - 1):
+            if frame == warmup:
+                for tracker in trackers.values():
+                    tracker.stage_seconds.clear()
+            for runtime, frames_of_runtime in sessions.items():
+                started = time.perf_counter()
+                next(frames_of_runtime)
+                if frame >= warmup:
+                    seconds[runtime] += time.perf_counter() - started
+        for runtime, elapsed in seconds.items():
+            row = {"runtime": runtime, "objects": count, "frames": timed, "seconds": round(elapsed, 3),
+                   "fps": round(timed / elapsed, 4)}
+            if runtime in trackers:
+                row["stage_ms_per_frame"] = {k: round(v * 1000 / timed, 2) for k, v in trackers[runtime].stage_seconds.items()}
+            rows.append(row)
+        _advance(counter, f"video {count} object{'s' * (count > 1)}")
     return rows
 
 
-def _timed_after_warmup(frames: Iterator[object], warmup: int) -> float:
-    """Seconds to exhaust a frame iterator, not counting its first `warmup` frames."""
-    started = time.perf_counter()
-    for index, _ in enumerate(frames):
-        if index == warmup - 1:
-            started = time.perf_counter()
-    return time.perf_counter() - started
+def _transformers_tracking(reference: Reference, frames: list[Image.Image], clicks: list[tuple[float, float]]
+                           ) -> Iterator[object]:
+    """transformers' video model: the clicks on frame 0, then its frames one by one (inference mode throughout)."""
+    processor = build_video_processor(reference.image_size)
+    session = processor.init_video_session(video=frames, inference_device="cpu")
+    with torch.inference_mode():
+        for obj, (x, y) in enumerate(clicks):
+            processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=obj,
+                                                      input_points=[[[[x, y]]]], input_labels=[[[1]]])
+            reference.video_model(inference_session=session, frame_idx=0)
+        yield from reference.video_model.propagate_in_video_iterator(session, start_frame_idx=1)
 
 
 def run_benchmarks(
@@ -338,10 +357,9 @@ def run_benchmarks(
     data_dir = data_dir or default_data_dir()
     stills, _ = sample_pictures(data_dir)
     frames = _video_frames(data_dir, video_frames)
-    runtimes = 1 + len(bundles)
     shared = [name for name in STAGES if all(name in bundle.stage_names for bundle in bundles)]
     runners = {b.path: load_runners(b, sorted(set(shared) | set(TRACKING_STAGES)), threads=threads) for b in bundles}
-    counter = Progress("bench: measurement", runtimes * (len(shared) + 1 + len(object_counts)), progress, 0.0)
+    counter = Progress("bench: measurement", len(shared) + 1 + len(object_counts), progress, 0.0)
     peak = measure_fp32_peak(threads)
     stage_rows, flops = bench_stages(bundles, runners, reference, shapes, data_dir, warmup, runs, counter=counter)
     for row in stage_rows:

@@ -187,12 +187,14 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
         f"Commit {results['commit']}, {results['created']}. Model: {results['model']['source']} "
         f"(size {results['model'].get('size')}, weights {results['model']['weights_sha256'][:12]}).",
         f"Settings: {results['settings']}. All figures come from one process (`benchmarks/results/*.json`); every "
-        "runtime gets the same warm-up calls (stages, image mode) or warm-up frames (video) before timing.",
+        "runtime gets the same warm-up calls (stages, image mode) or warm-up frames (video) before timing, and the "
+        "runtimes are timed in turns (run i of each before run i + 1 of any), so a machine that slows down during "
+        "the run slows all of them alike.",
         "",
         "## Targets",
         *targets(results, by_stage, fps),
         "",
-        "## Latency per stage (1 object)",
+        "## Latency per stage (1 object; the runtimes are timed in turns, call by call)",
         *stage_lines,
         "",
         f"![latency per stage]({plots[0]})",
@@ -202,7 +204,8 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
         "| --- | ---: | ---: |",
         *[f"| {r['runtime']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} |" for r in results["image_mode"]],
         "",
-        f"## Video tracking ({results['settings']['video_frames'] - 1} frames of videos/bedroom after the prompt frame)",
+        f"## Video tracking ({results['video'][0]['frames']} timed frames of videos/bedroom after the prompt frame and "
+        f"{results['settings']['warmup']} warm-up frames; the runtimes track in turns, frame by frame)",
         *video_lines,
         "",
         f"![FPS vs objects]({plots[1]})",

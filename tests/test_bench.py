@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgetam_export.bench import (
-    EAGER, eager_baseline, largest_cases, merge_device_run, run_benchmarks, time_calls, validate,
+    EAGER, eager_baseline, largest_cases, merge_device_run, run_benchmarks, time_calls, time_in_turns, validate,
 )
 from edgetam_export.bench_report import marginal_object_cost, targets, verdict, write_report
 from edgetam_export.fp32_peak import measure_fp32_peak
@@ -171,3 +171,11 @@ def test_device_runs_merge_after_validation(results, tmp_path):
 def test_timing_statistics():
     stats = time_calls(lambda: sum(range(1000)), warmup=1, runs=5)
     assert stats["runs"] == 5 and 0 < stats["p50_ms"] <= stats["p90_ms"]
+
+
+def test_runtimes_are_timed_in_turns():
+    """Run i of every runtime comes before run i + 1 of any, warm-up included, so drift hits all alike."""
+    order: list[str] = []
+    stats = time_in_turns({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, runs=3)
+    assert order == ["a", "b"] * 4
+    assert set(stats) == {"a", "b"} and stats["a"]["runs"] == 3
