@@ -90,10 +90,17 @@ def peak_rss_mb() -> float:
 
 def time_calls(call: Callable[[], object], warmup: int, runs: int) -> dict:
     """Latency statistics (ms) of `runs` calls after `warmup` unmeasured ones."""
-    return time_in_turns({"call": call}, warmup, runs)["call"]
+    return time_in_turns({"call": call}, warmup, runs, settle=0.0)["call"]
 
 
-def time_in_turns(calls: dict[str, Callable[[], object]], warmup: int, runs: int) -> dict[str, dict]:
+#: Untimed pause after each timed call, so the worker threads of one runtime (ONNX Runtime and XNNPACK spin
+#: before they sleep) have stopped before the next runtime starts. Measured here without it: eager decoding
+#: slowed from 57-70 ms to 95 ms when timed right after ONNX Runtime.
+SETTLE_SECONDS = 0.1
+
+
+def time_in_turns(calls: dict[str, Callable[[], object]], warmup: int, runs: int,
+                  settle: float = SETTLE_SECONDS) -> dict[str, dict]:
     """Latency statistics (ms) of each call, measured in turns: run i of every call before run i + 1 of any.
 
     A shared machine speeds up and slows down while a benchmark runs (measured here: the same XNNPACK
@@ -102,12 +109,14 @@ def time_in_turns(calls: dict[str, Callable[[], object]], warmup: int, runs: int
     for _ in range(warmup):
         for call in calls.values():
             call()
+            time.sleep(settle)
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(runs):
         for name, call in calls.items():
             started = time.perf_counter()
             call()
             samples[name].append((time.perf_counter() - started) * 1000.0)
+            time.sleep(settle)
     return {name: _statistics(values) for name, values in samples.items()}
 
 
@@ -301,6 +310,7 @@ def bench_video(
                 next(frames_of_runtime)
                 if frame >= warmup:
                     seconds[runtime] += time.perf_counter() - started
+                time.sleep(SETTLE_SECONDS)
         for runtime, elapsed in seconds.items():
             row = {"runtime": runtime, "objects": count, "frames": timed, "seconds": round(elapsed, 3),
                    "fps": round(timed / elapsed, 4)}

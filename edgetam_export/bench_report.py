@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from edgetam_export.bench import EAGER
+from edgetam_export.bench import EAGER, SETTLE_SECONDS
 
 ONNX_RUNTIME = "onnx-fp32"
 
@@ -188,8 +188,9 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
         f"(size {results['model'].get('size')}, weights {results['model']['weights_sha256'][:12]}).",
         f"Settings: {results['settings']}. All figures come from one process (`benchmarks/results/*.json`); every "
         "runtime gets the same warm-up calls (stages, image mode) or warm-up frames (video) before timing, and the "
-        "runtimes are timed in turns (run i of each before run i + 1 of any), so a machine that slows down during "
-        "the run slows all of them alike.",
+        "runtimes are timed in turns (run i of each before run i + 1 of any, with an untimed "
+        f"{1000 * SETTLE_SECONDS:.0f} ms pause after each call so no runtime's spinning worker threads slow the "
+        "next), so a machine that slows down during the run slows all of them alike.",
         "",
         "## Targets",
         *targets(results, by_stage, fps),

@@ -176,6 +176,6 @@ def test_timing_statistics():
 def test_runtimes_are_timed_in_turns():
     """Run i of every runtime comes before run i + 1 of any, warm-up included, so drift hits all alike."""
     order: list[str] = []
-    stats = time_in_turns({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, runs=3)
+    stats = time_in_turns({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, runs=3, settle=0.0)
     assert order == ["a", "b"] * 4
     assert set(stats) == {"a", "b"} and stats["a"]["runs"] == 3
