@@ -15,16 +15,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetam_export.bundle import sha256_of
+from PIL import Image
+
+from edgetam_export.bundle import Bundle, sha256_of
 from edgetam_export.runtime.memory_bank import BankLayout, FrameMemory, pack_bank, select_memories
+from edgetam_export.runtime.predictor import EdgeTamPredictor
 from edgetam_export.runtime.processing import ObjectPrompt, pack_slots
+from edgetam_export.runtime.recording import CallLog, recording
+from edgetam_export.runtime.runners import load_runners
+from edgetam_export.runtime.tracker import MASK_PROMPT_STAGE, TRACKING_STAGES, EdgeTamTracker
 from edgetam_export.stages.spec import StageShapes, TrackingSettings
 
 KIT = Path(__file__).resolve().parent.parent / "ios_demo" / "EdgeTAMKit"
 
 
 @pytest.fixture(scope="module")
-def python_fixtures(tiny_bundles, coreml_bundles, tmp_path_factory) -> Path:
+def python_fixtures(tiny_bundles, coreml_bundles, data_dir, tmp_path_factory) -> Path:
     """Copies of two exported bundles, each with what Python reads from it, for the Swift tests."""
     root = tmp_path_factory.mktemp("swift-fixtures")
     for kind, bundle in (("onnx", tiny_bundles["onnx-fp32"]), ("coreml", coreml_bundles["coreml-fp16"])):
@@ -39,7 +45,154 @@ def python_fixtures(tiny_bundles, coreml_bundles, tmp_path_factory) -> Path:
         (folder / "expected.json").write_text(json.dumps(expected))
     (root / "bank_cases.json").write_text(json.dumps(bank_cases()))
     (root / "prompt_cases.json").write_text(json.dumps(prompt_cases()))
+    record_image_session(tiny_bundles["onnx-fp32"], data_dir, root / "image_session")
+    record_tracking_session(tiny_bundles["onnx-fp32"], data_dir, root / "tracking_session")
     return root
+
+
+#: The tracking session both runtimes run on 30 frames of videos/bedroom: a click on frame 0, a box for a
+#: second object on frame 10, a correction with a negative click, a mask drawn over a tracked frame, and a
+#: reverse pass. (A second prompted frame per object would need a bundle with more memory slots.)
+TRACKING_STEPS = [
+    {"op": "prompt", "frame": 0, "object": 1, "clicks": [[0.5, 0.6, 1]]},
+    {"op": "run", "frame": 0},
+    {"op": "propagate", "start": 1, "max_frames": 8},
+    {"op": "prompt", "frame": 10, "object": 2, "clicks": [], "box": [0.1, 0.2, 0.35, 0.7]},
+    {"op": "run", "frame": 10},
+    {"op": "propagate", "start": 11, "max_frames": 9},
+    {"op": "prompt", "frame": 15, "object": 1, "clicks": [[0.5, 0.6, 1], [0.8, 0.3, 0]]},
+    {"op": "run", "frame": 15},
+    {"op": "propagate", "start": 16, "max_frames": 4},
+    {"op": "mask", "frame": 20, "object": 2, "from_result": -1},
+    {"op": "run", "frame": 20},
+    {"op": "propagate", "start": 21, "max_frames": 8},
+    {"op": "propagate", "start": 10, "max_frames": 10, "reverse": True},
+]
+
+
+def record_tracking_session(bundle: Bundle, data_dir: Path, folder: Path, frame_count: int = 30) -> None:
+    """Run TRACKING_STEPS through the Python tracker, recording every stage call, the frames' RGB bytes, the
+    mask prompt and every frame result (masks at the video's size, object scores)."""
+    paths = sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:frame_count]
+    frames = [Image.open(p).convert("RGB") for p in paths]
+    width, height = frames[0].size
+    (folder / "frames").mkdir(parents=True)
+    for index, frame in enumerate(frames):
+        (folder / "frames" / f"{index}.rgb").write_bytes(np.asarray(frame, dtype=np.uint8).tobytes())
+    log = CallLog()
+    runners = recording(load_runners(bundle, [*TRACKING_STAGES, MASK_PROMPT_STAGE]), log)
+    session = EdgeTamTracker(bundle, runners).init_session(frames)
+    results, steps = [], []
+    (folder / "expected").mkdir()
+
+    def keep(result) -> None:
+        number = len(results)
+        (folder / "expected" / f"{number}.bin").write_bytes(result.masks().astype(np.uint8).tobytes())
+        results.append({"frame": result.frame_idx, "objects": result.obj_ids, "file": f"expected/{number}.bin",
+                        "object_scores": result.object_score_logits.tolist()})
+        kept_masks.append(result.masks())
+
+    kept_masks: list[np.ndarray] = []
+    for step in TRACKING_STEPS:
+        step = dict(step)
+        if step["op"] == "prompt":
+            step["clicks"] = [[x * width, y * height, label] for x, y, label in step["clicks"]]
+            step["box"] = [v * (width if i % 2 == 0 else height) for i, v in enumerate(step["box"])] if "box" in step else None
+            session.add_prompt(step["frame"], step["object"], points=[c[:2] for c in step["clicks"]] or None,
+                               labels=[c[2] for c in step["clicks"]] or None, box=step["box"])
+        elif step["op"] == "mask":
+            earlier = kept_masks[step["from_result"]]
+            mask = earlier[results[step["from_result"]]["objects"].index(step["object"])].astype(np.uint8)
+            (folder / "mask.bin").write_bytes(mask.tobytes())
+            step["mask_file"] = "mask.bin"
+            session.add_mask(step["frame"], step["object"], mask)
+        elif step["op"] == "run":
+            keep(session.run_frame(step["frame"]))
+        else:
+            for result in session.propagate(step["start"], step["max_frames"], reverse=step.get("reverse", False)):
+                keep(result)
+        steps.append(step)
+    log.write(folder)
+    (folder / "session.json").write_text(json.dumps({
+        "width": width, "height": height, "frames": frame_count, "steps": steps, "results": results,
+        "calls": len(log.calls), "max_objects": bundle.manifest.shapes.max_objects,
+    }, indent=1))
+
+
+def image_steps(sizes: dict[str, tuple[int, int]], max_objects: int) -> list[dict]:
+    """The documented image examples as steps both runtimes run: clicks, negative clicks, a box, boxes with
+    and without clicks (padding), refinement with a mask, single-mask output (stability fallback), and more
+    objects than one decoder call holds. Coordinates are fractions of the picture, made pixels here."""
+
+    def at(picture: str, fx: float, fy: float) -> list[float]:
+        width, height = sizes[picture]
+        return [round(fx * width, 1), round(fy * height, 1)]
+
+    def box(picture: str, x0: float, y0: float, x1: float, y1: float) -> list[float]:
+        return at(picture, x0, y0) + at(picture, x1, y1)
+
+    return [
+        {"picture": "cars.jpg", "objects": [{"clicks": [at("cars.jpg", 0.5, 0.55) + [1]]}]},
+        {"picture": "cars.jpg", "objects": [{"clicks": [at("cars.jpg", 0.5, 0.55) + [1], at("cars.jpg", 0.2, 0.8) + [0]]}]},
+        {"picture": "cars.jpg", "objects": [{"clicks": [at("cars.jpg", 0.45, 0.5) + [1]]}], "mask_from_step": 0},
+        {"picture": "truck.jpg", "objects": [{"clicks": [], "box": box("truck.jpg", 0.05, 0.2, 0.95, 0.7)}]},
+        {"picture": "truck.jpg", "objects": [
+            {"clicks": [], "box": box("truck.jpg", 0.05, 0.2, 0.95, 0.7)},
+            {"clicks": [at("truck.jpg", 0.3, 0.6) + [0]], "box": box("truck.jpg", 0.25, 0.5, 0.4, 0.75)},
+        ]},
+        {"picture": "groceries.jpg", "multimask": False, "objects": [
+            {"clicks": [at("groceries.jpg", 0.2, 0.3) + [1]]},
+            {"clicks": [at("groceries.jpg", 0.5, 0.5) + [1], at("groceries.jpg", 0.6, 0.5) + [1]]},
+            {"clicks": [at("groceries.jpg", 0.8, 0.7) + [1], at("groceries.jpg", 0.9, 0.9) + [0],
+                        at("groceries.jpg", 0.7, 0.6) + [1]]},
+        ]},
+        {"picture": "groceries.jpg", "objects": [
+            {"clicks": [at("groceries.jpg", (i + 0.5) / (max_objects + 1), 0.5) + [1]]} for i in range(max_objects + 1)
+        ]},
+    ]
+
+
+def record_image_session(bundle: Bundle, data_dir: Path, folder: Path) -> None:
+    """Run the image steps through the Python runtime, recording every stage call, the pictures' RGB bytes
+    and each step's masks and scores: the golden session EdgeTAMKit replays."""
+    pictures = {name: Image.open(data_dir / "images" / name).convert("RGB")
+                for name in ("cars.jpg", "truck.jpg", "groceries.jpg")}
+    (folder / "pictures").mkdir(parents=True)
+    for name, picture in pictures.items():
+        (folder / "pictures" / f"{name}.rgb").write_bytes(np.asarray(picture, dtype=np.uint8).tobytes())
+    log = CallLog()
+    predictor = EdgeTamPredictor(bundle, recording(load_runners(bundle, ["image_encoder", "prompt_decoder"]), log))
+    steps = image_steps({n: p.size for n, p in pictures.items()}, bundle.manifest.shapes.max_objects)
+    embedding, shown, results = None, None, []
+    (folder / "expected").mkdir()
+    for number, step in enumerate(steps):
+        if step["picture"] != shown:
+            embedding, shown = predictor.set_image(pictures[step["picture"]]), step["picture"]
+        objects = step["objects"]
+        has_boxes = "box" in objects[0]
+        mask_input = None
+        if "mask_from_step" in step:
+            earlier = results[step["mask_from_step"]].ranked()
+            mask_input = earlier.low_res_logits[:1, :1]
+        prediction = predictor.predict(
+            embedding,
+            points=[[c[:2] for c in o["clicks"]] for o in objects] if any(o["clicks"] for o in objects) else None,
+            labels=[[c[2] for c in o["clicks"]] for o in objects] if any(o["clicks"] for o in objects) else None,
+            boxes=[o["box"] for o in objects] if has_boxes else None,
+            mask_input=mask_input, multimask_output=step.get("multimask", True),
+        )
+        results.append(prediction)
+        (folder / "expected" / f"{number}-masks.bin").write_bytes(prediction.masks.astype(np.uint8).tobytes())
+        step["expected"] = {
+            "masks_shape": list(prediction.masks.shape), "masks_file": f"expected/{number}-masks.bin",
+            "scores": prediction.scores.tolist(), "object_scores": prediction.object_score_logits.tolist(),
+        }
+    log.write(folder)
+    (folder / "session.json").write_text(json.dumps({
+        "pictures": {name: {"width": p.width, "height": p.height, "file": f"pictures/{name}.rgb"}
+                     for name, p in pictures.items()},
+        "steps": steps, "calls": len(log.calls),
+    }, indent=1))
 
 
 def bank_cases() -> list[dict]:
@@ -118,7 +271,8 @@ def test_swift_package_builds_and_passes_its_tests_on_python_bundles(python_fixt
     print(output[-3000:])
     assert tested.returncode == 0, output[-6000:]
     # The tests that read Python's bundles ran (they are switched off without the fixtures), for both kinds.
-    for test in ("readsWhatPythonWrote(kind:)", "bankSelectionsMatchPython()", "promptSlotsMatchPython()"):
+    for test in ("readsWhatPythonWrote(kind:)", "bankSelectionsMatchPython()", "promptSlotsMatchPython()",
+                 "replaysThePythonImageSession()", "replaysThePythonTrackingSession()"):
         assert re.search(rf"Test {re.escape(test)} (with \d+ test cases )?passed", output), output[-3000:]
     summary = re.search(r"Test run with (\d+) tests? in \d+ suites? passed", output)
     assert summary and int(summary.group(1)) >= 16, output[-2000:]

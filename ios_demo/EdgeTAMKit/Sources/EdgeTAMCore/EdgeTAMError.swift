@@ -27,6 +27,8 @@ public enum EdgeTAMError: Error, Equatable, CustomStringConvertible, Sendable {
     case invalidLabel(Int)
     /// An object id the session does not know.
     case unknownObject(Int)
+    /// Tracking before any prompt, or an object whose prompted frame was not run yet (nil: no object at all).
+    case notPrompted(object: Int?)
     /// A frame index outside the video.
     case frameOutOfRange(frame: Int, count: Int)
     /// Anything a runner reports (Core ML, ExecuTorch, a replayed session).
@@ -58,6 +60,10 @@ public enum EdgeTAMError: Error, Equatable, CustomStringConvertible, Sendable {
             return "point labels must be 1 (positive) or 0 (negative), got \(label)"
         case let .unknownObject(id):
             return "object \(id) is not in this session; add a prompt for it first"
+        case let .notPrompted(object?):
+            return "object \(object) has no prompted frame yet: run the prompted frame after each addPrompt"
+        case .notPrompted(nil):
+            return "no objects to track: add a prompt and run its frame first"
         case let .frameOutOfRange(frame, count):
             return "frame \(frame) does not exist: the video has frames 0 to \(count - 1)"
         case let .runnerFailed(stage, reason):

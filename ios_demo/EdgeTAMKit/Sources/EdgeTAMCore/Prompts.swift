@@ -31,8 +31,24 @@ public struct Box: Hashable, Sendable {
 public struct ObjectPrompt: Hashable, Sendable {
     public var clicks: [Click]
     public var box: Box?
+    /// transformers' padding points after the clicks, when objects of one call have different click counts.
+    public var paddingPoints: Int
 
-    public init(clicks: [Click] = [], box: Box? = nil) { self.clicks = clicks; self.box = box }
+    public init(clicks: [Click] = [], box: Box? = nil, paddingPoints: Int = 0) {
+        self.clicks = clicks; self.box = box; self.paddingPoints = paddingPoints
+    }
+
+    /// The prompts of one call with clicks padded to the largest click count, as `Sam2Processor` pads a batch
+    /// (objects without clicks, such as box-only calls, stay unpadded when no object has clicks).
+    public static func paddedLikeTransformers(_ prompts: [ObjectPrompt]) -> [ObjectPrompt] {
+        let longest = prompts.map(\.clicks.count).max() ?? 0
+        guard longest > 0 else { return prompts }
+        return prompts.map { prompt in
+            var padded = prompt
+            padded.paddingPoints = longest - prompt.clicks.count
+            return padded
+        }
+    }
 
     /// Refuse points outside the `width` x `height` picture, non-finite numbers and inverted boxes.
     public func validate(width: Int, height: Int) throws {
@@ -46,16 +62,21 @@ public struct ObjectPrompt: Hashable, Sendable {
         }
     }
 
-    /// The decoder tokens of this prompt, as transformers builds them: clicks, then the box corners, then
-    /// one not-a-point token (two for a prompt without clicks or box). Coordinates are scaled to model pixels.
+    /// The decoder tokens of this prompt, as transformers builds them: clicks, padding points, then the box
+    /// corners, then one not-a-point token (two for a prompt without any point or box). Coordinates are scaled
+    /// to model pixels (padding points keep transformers' -10).
     public func tokens(scaleX: Double, scaleY: Double) -> [(x: Float, y: Float, label: Int32)] {
-        var tokens = clicks.map { (x: Float($0.x * scaleX), y: Float($0.y * scaleY),
+        // float32 products, as NumPy scales float32 points by a float32 scale in the Python runtime
+        let (sx, sy) = (Float(scaleX), Float(scaleY))
+        var tokens = clicks.map { (x: Float($0.x) * sx, y: Float($0.y) * sy,
                                    label: $0.positive ? PointLabel.positive : PointLabel.negative) }
+        let padding = Float(PointLabel.padding)
+        tokens += [(x: Float, y: Float, label: Int32)](repeating: (padding, padding, PointLabel.padding), count: paddingPoints)
         if let box {
-            tokens.append((Float(box.x0 * scaleX), Float(box.y0 * scaleY), PointLabel.boxCorners.0))
-            tokens.append((Float(box.x1 * scaleX), Float(box.y1 * scaleY), PointLabel.boxCorners.1))
+            tokens.append((Float(box.x0) * sx, Float(box.y0) * sy, PointLabel.boxCorners.0))
+            tokens.append((Float(box.x1) * sx, Float(box.y1) * sy, PointLabel.boxCorners.1))
         }
-        if clicks.isEmpty && box == nil { tokens.append((0, 0, PointLabel.notAPoint)) }
+        if clicks.isEmpty && paddingPoints == 0 && box == nil { tokens.append((0, 0, PointLabel.notAPoint)) }
         tokens.append((0, 0, PointLabel.notAPoint))
         return tokens
     }

@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+@testable import EdgeTAMCore
+
+/// The Python runtime's tracking session (`record_tracking_session` in tests/test_swift_kit.py), replayed: a click,
+/// a box for a second object, a correction, a mask prompt and a reverse pass over 30 frames of videos/bedroom.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["EDGETAM_PYTHON_FIXTURES"] != nil,
+                "run through tests/test_swift_kit.py, which records the session first"))
+struct TrackingReplayTests {
+    let folder = URL(fileURLWithPath: ProcessInfo.processInfo.environment["EDGETAM_PYTHON_FIXTURES"] ?? "/")
+        .appendingPathComponent("tracking_session")
+
+    struct Session: Decodable {
+        struct Step: Decodable {
+            let op: String
+            let frame: Int?
+            let object: Int?
+            let clicks: [[Double]]?
+            let box: [Double]?
+            let mask_file: String?
+            let start: Int?
+            let max_frames: Int?
+            let reverse: Bool?
+        }
+        struct Result: Decodable { let frame: Int; let objects: [Int]; let file: String; let object_scores: [Float] }
+        let width: Int
+        let height: Int
+        let frames: Int
+        let steps: [Step]
+        let results: [Result]
+        let calls: Int
+    }
+
+    @Test func replaysThePythonTrackingSession() async throws {
+        let session = try JSONDecoder().decode(Session.self, from: Data(contentsOf: folder.appendingPathComponent("session.json")))
+        let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
+        let replay = try ReplaySession.load(from: folder)
+        var runners: [String: any StageRunner] = [:]
+        for stage in VideoTracker.trackingStages + [VideoTracker.maskPromptStage] {
+            runners[stage] = ReplayStageRunner(spec: try bundle.spec(stage), session: replay)
+        }
+        let frames = try FramesInMemory((0 ..< session.frames).map { index in
+            try RGBImage(width: session.width, height: session.height,
+                         pixels: [UInt8](try Data(contentsOf: folder.appendingPathComponent("frames/\(index).rgb"))))
+        })
+        let tracking = try VideoTracker(shapes: bundle.manifest.shapes, settings: bundle.manifest.tracking, runners: runners)
+            .session(frames)
+        var results: [FrameResult] = []
+        for step in session.steps {
+            switch step.op {
+            case "prompt":
+                try await tracking.addPrompt(frame: step.frame!, object: step.object!,
+                                             clicks: step.clicks!.map { Click(x: $0[0], y: $0[1], positive: $0[2] == 1) },
+                                             box: step.box.map { Box(x0: $0[0], y0: $0[1], x1: $0[2], y1: $0[3]) })
+            case "mask":
+                try await tracking.addMask(frame: step.frame!, object: step.object!,
+                                           mask: [UInt8](try Data(contentsOf: folder.appendingPathComponent(step.mask_file!))))
+            case "run":
+                results.append(try await tracking.runFrame(step.frame!))
+            default:
+                try await tracking.propagate(from: step.start, maxFrames: step.max_frames, reverse: step.reverse ?? false) {
+                    results.append($0)
+                }
+            }
+        }
+        #expect(results.count == session.results.count)
+        var pixels = 0, differing = 0
+        for (result, expected) in zip(results, session.results) {
+            #expect(result.frameIndex == expected.frame && result.objectIds == expected.objects)
+            #expect(result.objectScoreLogits == expected.object_scores, "frame \(expected.frame)")
+            let masks = [UInt8](try Data(contentsOf: folder.appendingPathComponent(expected.file)))
+            let mine = (0 ..< result.objectIds.count).flatMap { result.mask(object: $0) }
+            pixels += masks.count
+            differing += zip(mine, masks).filter { $0 != $1 }.count
+        }
+        #expect(differing == 0, "\(differing) of \(pixels) mask pixels differ")
+        #expect(await replay.remaining == 0 && session.calls == replay.calls.count)
+        let largest = await replay.largestFloatDifference
+        print("replayed \(replay.calls.count) stage calls of \(results.count) frame results; largest float input difference \(largest)")
+    }
+
+    /// Bad input gives a typed error and leaves the session as it was: no stage is called, no object added.
+    @Test func badInputChangesNothing() async throws {
+        let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
+        let empty = ReplaySession(calls: [])  // any stage call would throw "call 1 of a recording of 0 calls"
+        var runners: [String: any StageRunner] = [:]
+        for stage in VideoTracker.trackingStages { runners[stage] = ReplayStageRunner(spec: try bundle.spec(stage), session: empty) }
+        let frames = try FramesInMemory([try RGBImage(width: 8, height: 6, pixels: [UInt8](repeating: 9, count: 8 * 6 * 3))])
+        let tracking = try VideoTracker(shapes: bundle.manifest.shapes, settings: bundle.manifest.tracking, runners: runners).session(frames)
+        await #expect(throws: EdgeTAMError.promptOutsideImage(x: 9, y: 1, width: 8, height: 6)) {
+            try await tracking.addPrompt(frame: 0, object: 1, clicks: [Click(x: 9, y: 1)])
+        }
+        await #expect(throws: EdgeTAMError.frameOutOfRange(frame: 3, count: 1)) {
+            try await tracking.addPrompt(frame: 3, object: 1, clicks: [Click(x: 1, y: 1)])
+        }
+        await #expect(throws: EdgeTAMError.invalidBox([5, 1, 2, 3])) {
+            try await tracking.addPrompt(frame: 0, object: 1, box: Box(x0: 5, y0: 1, x1: 2, y1: 3))
+        }
+        await #expect(throws: EdgeTAMError.unknownStage(VideoTracker.maskPromptStage)) {
+            try await tracking.addMask(frame: 0, object: 1, mask: [UInt8](repeating: 1, count: 48))
+        }
+        await #expect(throws: EdgeTAMError.notPrompted(object: nil)) { try await tracking.runFrame(0) }
+        #expect(await tracking.objectIds.isEmpty && empty.calls.isEmpty)
+        #expect(await empty.served == 0)
+    }
+}
