@@ -33,7 +33,13 @@ public struct FrameResult: Sendable {
     public let width: Int
     public let height: Int
 
-    /// One object's mask at the video's size, `height * width` bytes (1 inside).
+    /// The mask of the object with this id at the video's size, `height * width` bytes (1 inside).
+    public func mask(ofObject id: Int) throws -> [UInt8] {
+        guard let index = objectIds.firstIndex(of: id) else { throw EdgeTAMError.unknownObject(id) }
+        return mask(object: index)
+    }
+
+    /// The mask of the `index`-th object of `objectIds` at the video's size, `height * width` bytes (1 inside).
     public func mask(object index: Int) -> [UInt8] {
         let m = maskLogits.shape[1], plane = m * m, values = maskLogits.floats
         return ImageProcessing.resizeLogits(values[index * plane ..< (index + 1) * plane], inHeight: m, inWidth: m,
@@ -127,7 +133,10 @@ public actor TrackingSession {
     }
 
     /// The frames whose tracked memories an object holds (the memory window drops older ones), ascending.
-    public func trackedFrames(of id: Int) -> [Int] { objects.first { $0.id == id }?.tracked.keys.sorted() ?? [] }
+    public func trackedFrames(of id: Int) throws -> [Int] {
+        guard let object = objects.first(where: { $0.id == id }) else { throw EdgeTAMError.unknownObject(id) }
+        return object.tracked.keys.sorted()
+    }
 
     /// Object ids, in the order they were first prompted.
     public var objectIds: [Int] { objects.map(\.id) }

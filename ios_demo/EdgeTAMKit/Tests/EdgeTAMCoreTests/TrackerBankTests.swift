@@ -103,9 +103,9 @@ import Testing
         #expect(last.pointers == [0] + (25 ... 39).reversed().map(Float.init))
         #expect(stages.attended[0][0] == Attended(memories: [0], rows: [6], pointers: [0]))  // frame 1
         // Memory stays bounded: tracked frames farther than the 32-frame window from frame 40 and frame 0 are gone.
-        #expect(await session.trackedFrames(of: 7) == Array(1 ... 40))
+        #expect(try await session.trackedFrames(of: 7) == Array(1 ... 40))
         try await session.propagate(from: 41, maxFrames: 49)  // to frame 90: frames 33 ... 57 are out of the window
-        #expect(await session.trackedFrames(of: 7) == Array(1 ... 32) + Array(58 ... 90))
+        #expect(try await session.trackedFrames(of: 7) == Array(1 ... 32) + Array(58 ... 90))
     }
 
     @Test func reversePassAttendsToLaterFrames() async throws {
@@ -130,6 +130,9 @@ import Testing
         try await session.addPrompt(frame: 5, object: 4, box: Box(x0: 1, y0: 1, x1: 9, y1: 9))  // an object added later
         let result = try await session.runFrame(5)
         #expect(result.objectIds == [3, 1, 2, 4])
+        #expect(try result.mask(ofObject: 4) == result.mask(object: 3))
+        #expect(throws: EdgeTAMError.unknownObject(99)) { try result.mask(ofObject: 99) }
+        await #expect(throws: EdgeTAMError.unknownObject(99)) { try await session.trackedFrames(of: 99) }
         // 4 tracked frames x (2 + 1 objects) + frame 5 (3 tracked objects, the new one is a prompted frame)
         #expect(stages.attended.map(\.count) == [2, 1, 2, 1, 2, 1, 2, 1, 2, 1])
         #expect(stages.attended.last! == [Attended(memories: [0, 1, 2, 3, 4], rows: [6, 3, 2, 1, 0], pointers: [0, 4, 3, 2, 1])])
