@@ -88,11 +88,6 @@ def peak_rss_mb() -> float:
     return round(peak / (1024 * 1024) if platform.system() == "Darwin" else peak / 1024, 1)
 
 
-def time_calls(call: Callable[[], object], warmup: int, runs: int) -> dict:
-    """Latency statistics (ms) of `runs` calls after `warmup` unmeasured ones."""
-    return time_in_turns({"call": call}, warmup, runs, settle=0.0)["call"]
-
-
 #: Untimed pause after each timed call, so the worker threads of one runtime (ONNX Runtime and XNNPACK spin
 #: before they sleep) have stopped before the next runtime starts. Measured here without it: eager decoding
 #: slowed from 57-70 ms to 95 ms when timed right after ONNX Runtime.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgetam_export.bench import (
-    EAGER, eager_baseline, largest_cases, merge_device_run, run_benchmarks, time_calls, time_in_turns, validate,
+    EAGER, eager_baseline, largest_cases, merge_device_run, run_benchmarks, time_in_turns, validate,
 )
 from edgetam_export.bench_report import marginal_object_cost, targets, verdict, write_report
 from edgetam_export.fp32_peak import measure_fp32_peak
@@ -169,7 +169,7 @@ def test_device_runs_merge_after_validation(results, tmp_path):
 
 
 def test_timing_statistics():
-    stats = time_calls(lambda: sum(range(1000)), warmup=1, runs=5)
+    stats = time_in_turns({"sum": lambda: sum(range(1000))}, warmup=1, runs=5, settle=0.0)["sum"]
     assert stats["runs"] == 5 and 0 < stats["p50_ms"] <= stats["p90_ms"]
 
 
