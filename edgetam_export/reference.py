@@ -156,8 +156,9 @@ def calibrate_mask_area(model: EdgeTamVideoModel, area: float, rounds: int = 3) 
     Random heads make most mask logits positive (tracked masks of 65-90% of the frame, depending on the
     seed), and then a wrong memory bank barely changes a mask. A constant is added to every mask logit
     (`_set_mask_logit_bias`) and chosen on a short synthetic video: frame 0 clicked in its centre, two
-    frames tracked with memory, the constant moved so that `area` of the last frame's decoded logits
-    are positive; two rounds, because the masks feed the memory that conditions the next frames.
+    frames tracked with memory, the constant moved so that `area` of the last frame's logits are
+    positive (three rounds, because the masks feed the memory that conditions the next frames); token 0,
+    the single-mask output, gets its own constant from the clicked frame.
     """
     model.eval()
     size = model.config.image_size
@@ -165,14 +166,19 @@ def calibrate_mask_area(model: EdgeTamVideoModel, area: float, rounds: int = 3) 
     processor = build_video_processor(size)
     bias = 0.0
     _set_mask_logit_bias(model.mask_decoder, bias)
+    decoder = model.mask_decoder
     scores: list[torch.Tensor] = []
-    hook = model.mask_decoder.register_forward_hook(lambda module, args, outputs: scores.append(outputs[3]))
+    inputs: list[dict] = []  # the decoder's inputs, call by call
+    hook = decoder.register_forward_hook(lambda module, args, outputs: scores.append(outputs[3]))
+    record = decoder.register_forward_pre_hook(lambda module, args, kwargs: inputs.append(kwargs), with_kwargs=True)
     try:
         for _ in range(rounds):
             session = processor.init_video_session(video=frames, inference_device="cpu")
             processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=0,
                                                       input_points=[[[[size / 2, size / 2]]]], input_labels=[[[1]]])
+            inputs.clear()
             model(inference_session=session, frame_idx=0)
+            clicked = inputs[0]
             *_, last = model.propagate_in_video_iterator(session, start_frame_idx=1)
             # a tracked object is present: its score at least OBJECT_SCORE_MARGIN on every frame
             # Shifts are rounded to 1/64: float sums differ in the last bits with the thread count, and the
@@ -182,9 +188,18 @@ def calibrate_mask_area(model: EdgeTamVideoModel, area: float, rounds: int = 3) 
             scores.clear()
             if missing <= 0:
                 bias -= _rounded(float(torch.quantile(last.pred_masks.flatten().float(), 1.0 - area)))
-                _set_mask_logit_bias(model.mask_decoder, bias)
+                _set_mask_logit_bias(decoder, bias)
     finally:
         hook.remove()
+        record.remove()
+    # Token 0 (single-mask output, its own hypernetwork) on the clicked frame, calibrated alone: the shared
+    # bias can leave it empty, and single-mask predictions must segment something too.
+    stability, decoder.dynamic_multimask_via_stability = decoder.dynamic_multimask_via_stability, False
+    try:
+        single = decoder(**(clicked | {"multimask_output": False}))[0]
+    finally:
+        decoder.dynamic_multimask_via_stability = stability
+    _set_mask_logit_bias(decoder, bias - _rounded(float(torch.quantile(single.flatten().float(), 1.0 - area))), tokens=[0])
 
 
 def _rounded(value: float, step: float = 1 / 64) -> float:
@@ -200,12 +215,13 @@ def _calibration_frame(size: int, shift: int) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def _set_mask_logit_bias(decoder: nn.Module, bias: float) -> None:
+def _set_mask_logit_bias(decoder: nn.Module, bias: float, tokens: list[int] | None = None) -> None:
     """Add `bias` to every mask logit through transformers' own computation.
 
     Mask logits are `hyper_in @ upscaled_embedding`, with no bias term. The last channel of the upscaled
     embedding is made constant (its upscaling weights and its high-resolution projection zeroed, its
-    bias 1, so it is GELU(1) everywhere) and each hypernetwork emits a constant for that channel.
+    bias 1, so it is GELU(1) everywhere) and each hypernetwork (of `tokens`; default all) emits a
+    constant for that channel.
     """
     channel = decoder.upscale_conv2.out_channels - 1
     decoder.upscale_conv2.weight[:, channel] = 0.0
@@ -213,9 +229,10 @@ def _set_mask_logit_bias(decoder: nn.Module, bias: float) -> None:
     decoder.conv_s0.weight[channel] = 0.0
     decoder.conv_s0.bias[channel] = 0.0
     constant = float(torch.nn.functional.gelu(torch.tensor(1.0)))
-    for mlp in decoder.output_hypernetworks_mlps:
-        mlp.proj_out.weight[channel] = 0.0
-        mlp.proj_out.bias[channel] = bias / constant
+    for token, mlp in enumerate(decoder.output_hypernetworks_mlps):
+        if tokens is None or token in tokens:
+            mlp.proj_out.weight[channel] = 0.0
+            mlp.proj_out.bias[channel] = bias / constant
 
 
 def build_processor(image_size: int) -> Sam2Processor:

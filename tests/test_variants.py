@@ -25,9 +25,11 @@ FLIPPED = {
     "num_maskmem": 5,
     "max_cond_frame_num": 2,
 }
-#: One recipe per family. executorch-coreml-fp16 lowers through the same Core ML conversion as coreml-fp16
-#: (its delegate extraction is tested on the default tiny bundle in test_coreml); left out to keep CI short.
-FAMILIES = ("executorch-xnnpack-fp32", "onnx-fp32", "coreml-fp16")
+#: The variant's contract change (`pointer_time_offset`) through a graph exporter (ONNX) and through Core ML
+#: conversion with the MIL interpreter. ExecuTorch lowers the same torch.export program as ONNX does; its
+#: variant export (XNNPACK: 132.9-139.5 dB per stage, measured by hand) and executorch-coreml-fp16 are left
+#: out to keep CI under 45 minutes (an XNNPACK export costs about 4 minutes here).
+FAMILIES = ("onnx-fp32", "coreml-fp16")
 
 #: 60 frames: three prompted frames for object 1 (so at most 2 of them are attended), a box for object 2,
 #: a mask prompt for object 3, a correction, and a reverse pass.
