@@ -147,11 +147,14 @@ public enum MaskSelection {
             let inner = single.filter { $0 > stabilityDelta }.count, outer = single.filter { $0 > -stabilityDelta }.count
             let stability: Float = outer > 0 ? Float(inner) / Float(outer) : 1
             if stability >= stabilityThreshold { return [0] }
-            var best = 1
-            for token in 2 ..< iouScores.shape[1] where ious[object * iouScores.shape[1] + token] > ious[object * iouScores.shape[1] + best] {
-                best = token
-            }
-            return [best]
+            return [bestMultimaskToken(ious, object: object, tokens: iouScores.shape[1])]
         }
+    }
+
+    /// The best-scored of the multimask tokens 1...3 of one object (the first on ties, as NumPy's argmax).
+    static func bestMultimaskToken(_ ious: [Float], object: Int, tokens: Int) -> Int {
+        var best = 1
+        for token in 2 ..< tokens where ious[object * tokens + token] > ious[object * tokens + best] { best = token }
+        return best
     }
 }

@@ -385,8 +385,7 @@ public actor TrackingSession {
         let (logitValues, iouValues, pointerValues) = (logits.floats, ious.floats, pointers.floats)
         var masks = [Float](), chosenPointers = [Float]()
         for object in 0 ..< logits.shape[0] {
-            var best = 1
-            for token in 2 ..< tokens where iouValues[object * tokens + token] > iouValues[object * tokens + best] { best = token }
+            let best = MaskSelection.bestMultimaskToken(iouValues, object: object, tokens: tokens)
             let maskToken = multimask[object] ? best : single[object][0]
             let pointerToken = multimask[object] ? best : 0
             masks += logitValues[(object * tokens + maskToken) * plane ..< (object * tokens + maskToken + 1) * plane]
