@@ -1,9 +1,12 @@
-"""Standard benchmark matrix: export the full-size model for each fp32 backend, benchmark them side by
-side with eager PyTorch in one process, and write benchmarks/results/<name>.json and benchmarks/REPORT.md.
+"""Standard benchmark matrix: export the full-size model for each CPU recipe (fp32 and int8, ExecuTorch and
+ONNX Runtime), benchmark them side by side with eager PyTorch in one process, and write
+benchmarks/results/<name>.json and benchmarks/REPORT.md. The int8 exports run their quality gates (a
+200-frame tracking session each), so the whole matrix takes over an hour on 2 cores.
 Bundles are always exported by this process (into --models, replacing earlier bench bundles), so the
 report's export times are measured in the same run as its latencies.
 
-    python benchmarks/run.py                      # full size, about 30 minutes on 2 cores
+    python benchmarks/run.py                      # full size, every recipe below
+    python benchmarks/run.py --recipes onnx-fp32 onnx-int8
     python benchmarks/run.py --size tiny --name smoke --video-frames 5
 """
 
@@ -23,7 +26,7 @@ from edgetam_export.reference import random_reference
 from edgetam_export.sample_data import default_data_dir
 
 HERE = Path(__file__).resolve().parent
-RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32")
+RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32", "executorch-xnnpack-int8", "onnx-int8")
 
 
 def main() -> None:
@@ -34,12 +37,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--video-frames", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="threads of every runtime (default: one per core)")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), help="recipes to export and benchmark")
     args = parser.parse_args()
 
     reference = random_reference(seed=0, size=args.size)
     data_dir = default_data_dir()
     paths, export_seconds = [], {}
-    for recipe in RECIPES:
+    for recipe in args.recipes:
         out = args.models / f"bench-{args.size}-{recipe}"
         started = time.perf_counter()
         export_bundle(reference, load_recipe(recipe), out, data_dir=data_dir, progress=print, overwrite=True)

@@ -14,7 +14,7 @@ from edgetam_export.export import export_bundle
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
 from edgetam_export.runtime.tracker import EdgeTamTracker
-from edgetam_export.sample_data import default_data_dir
+from edgetam_export.sample_data import bedroom_frames, default_data_dir
 from edgetam_export.samples import load_images
 from edgetam_export.tracking_parity import SCRIPTS, compare_tracking
 
@@ -31,7 +31,7 @@ def main() -> None:
     data_dir = default_data_dir()
     bundle = HERE.parent / "models" / f"parity-{args.size}-{args.recipe}"
     export_bundle(reference, load_recipe(args.recipe), bundle, data_dir=data_dir, overwrite=True)  # its own scratch
-    frames = load_images(sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[: args.frames])
+    frames = load_images(bedroom_frames(data_dir)[: args.frames])
     tracker = EdgeTamTracker.from_bundle(bundle)
     document = {"model": reference.describe(), "recipe": args.recipe, "frames": len(frames), "scripts": {}}
     for name, script in SCRIPTS.items():

@@ -30,6 +30,7 @@ from edgetam_export.export import reference_for_bundle, tool_versions
 from edgetam_export.fp32_peak import measure_fp32_peak
 from edgetam_export.progress import Progress
 from edgetam_export.safe_output import write_text_atomic
+from edgetam_export.sample_data import bedroom_frames
 from edgetam_export.reference import Reference, build_video_processor
 from edgetam_export.runtime.runners import StageRunner, load_runners
 from edgetam_export.runtime.tracker import TRACKING_STAGES, EdgeTamTracker
@@ -383,8 +384,10 @@ def run_benchmarks(
         "bundles": [
             {"runtime": runtime_name(b), "path": str(b.path), "backend": b.backend, "recipe": b.manifest.recipe.to_json(),
              "manifest_sha256": sha256_of(b.path / "manifest.json"), "exported": b.manifest.created,
-             "artifacts": {s: {"sha256": r.sha256, "size_bytes": r.size_bytes,
-                               "export_seconds": r.export_seconds} for s, r in b.manifest.stages.items()}}
+             "artifacts": {s: {"sha256": r.sha256, "size_bytes": r.size_bytes, "export_seconds": r.export_seconds}
+                           | {k: r.backend[k] for k in ("quantization", "quantization_fallback") if k in r.backend}
+                           for s, r in b.manifest.stages.items()},
+             "parity": b.manifest.parity}
             for b in bundles
         ],
         "settings": {"warmup": warmup, "runs": runs, "video_frames": len(frames), "object_counts": list(object_counts),
@@ -405,7 +408,7 @@ def _video_frames(data_dir: Path | None, count: int) -> list[Image.Image]:
         from edgetam_export.samples import synthetic_image
 
         return [synthetic_image(seed=i) for i in range(count)]
-    paths = sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:count]
+    paths = bedroom_frames(data_dir)[:count]
     return load_images(paths)
 
 

@@ -116,6 +116,31 @@ def _plots(results: dict, by_stage: dict, fps: dict, report: Path) -> list[str]:
     names.append(f"{report.stem}-fps_vs_objects.png")
     figure.savefig(report.parent / names[-1], dpi=100)
     plt.close(figure)
+
+    # Speed and quality of each bundle together: one tracked frame's time against its worst stage cosine.
+    points = []
+    for bundle in results["bundles"]:
+        summary = (bundle.get("parity") or {}).get("summary", {})
+        cosines = [entry["min_cosine"] for entry in summary.values() if "min_cosine" in entry]
+        one = fps.get(bundle["runtime"], {}).get(1)
+        if cosines and one:
+            points.append((bundle["runtime"], 1000.0 / one["fps"], min(cosines)))
+    if points:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for runtime, milliseconds, cosine in points:
+            axis.scatter([milliseconds], [cosine], label=runtime)
+        eager = fps.get(EAGER, {}).get(1)
+        if eager:
+            axis.axvline(1000.0 / eager["fps"], color="grey", linestyle="--", label="transformers (eager)")
+            axis.axvline(1000.0 / eager["fps"] / 3, color="grey", linestyle=":", label="3x transformers")
+        axis.set_xlabel("ms per tracked frame, 1 object")
+        axis.set_ylabel("lowest stage cosine vs fp32 reference")
+        axis.legend(fontsize="small")
+        axis.set_title("Speed and quality per bundle")
+        figure.tight_layout()
+        names.append(f"{report.stem}-speed_vs_quality.png")
+        figure.savefig(report.parent / names[-1], dpi=100)
+        plt.close(figure)
     return names
 
 
@@ -159,6 +184,78 @@ def targets(results: dict, by_stage: dict, fps: dict) -> list[str]:
     return lines
 
 
+def float_sibling(bundle: dict, bundles: list[dict]) -> dict | None:
+    """The unquantized bundle of the same backend (and delegate) in the same run, to compare a reduced one with."""
+    recipe = bundle["recipe"]
+    for other in bundles:
+        theirs = other["recipe"]
+        if (not theirs.get("quantization") and theirs["backend"] == recipe["backend"]
+                and theirs.get("delegate") == recipe.get("delegate")):
+            return other
+    return None
+
+
+def reduced_precision(results: dict, by_stage: dict, fps: dict) -> tuple[list[str], list[str]]:
+    """(report section, target lines) for the bundles of reduced-precision recipes: per stage the scheme it
+    kept (or why it fell back), size and latency against the float bundle of the same backend, and the quality
+    the gates measured against the fp32 reference; then the whole-use gates."""
+    reduced = [b for b in results["bundles"] if b["recipe"].get("quantization")]
+    if not reduced:
+        return [], []
+    lines = ["| bundle | stage | precision | size MB (vs float) | p50 ms (vs float) | min cosine | min PSNR dB |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    targets, eager = [], fps.get(EAGER, {})
+    for bundle in reduced:
+        runtime, sibling = bundle["runtime"], float_sibling(bundle, results["bundles"])
+        summary = (bundle.get("parity") or {}).get("summary", {})
+        total = sum(a["size_bytes"] for a in bundle["artifacts"].values())
+        for stage, artifact in bundle["artifacts"].items():
+            scheme = artifact.get("quantization") or ("float (fallback: " + artifact["quantization_fallback"] + ")"
+                                                      if "quantization_fallback" in artifact else "float")
+            size = f"{artifact['size_bytes'] / 1e6:.1f}"
+            latency = by_stage.get(stage, {}).get(runtime)
+            ms = f"{latency['p50_ms']:.1f}" if latency else "-"
+            if sibling:
+                size += f" ({artifact['size_bytes'] / sibling['artifacts'][stage]['size_bytes']:.2f}x)"
+                base = by_stage.get(stage, {}).get(sibling["runtime"])
+                if latency and base:
+                    ms += f" ({latency['p50_ms'] / base['p50_ms']:.2f}x)"
+            quality = summary.get(stage, {})
+            cosine = f"{quality['min_cosine']:.5f}" if "min_cosine" in quality else "-"
+            psnr = f"{float(quality['min_psnr_db']):.1f}" if "min_psnr_db" in quality else "-"
+            lines.append(f"| {runtime} | {stage} | {scheme} | {size} | {ms} | {cosine} | {psnr} |")
+        gates = bundle.get("parity") or {}
+        if gates.get("examples"):
+            lines.append("")
+            lines.append(f"{runtime}: documentation examples, mask IoU "
+                         + ", ".join(f"{e['name']} {e['mask_iou']:.4f}" for e in gates["examples"]))
+        if gates.get("tracking"):
+            t = gates["tracking"]
+            lines.append("")
+            lines.append(f"{runtime}: tracking gate, {t['objects']} objects x {t['frames']} frames of videos/bedroom: mean "
+                         f"mask IoU {t['mean_iou']:.4f}, min {t['min_iou']:.4f}, presence agreement "
+                         f"{t['presence_agreement']:.1%}, logits min PSNR {t['min_logit_psnr_db']} dB")
+        lines.append("")
+        if sibling:
+            encoder = by_stage.get("image_encoder", {})
+            if runtime in encoder and sibling["runtime"] in encoder:
+                ratio = encoder[runtime]["p50_ms"] / encoder[sibling["runtime"]]["p50_ms"]
+                targets.append(f"- {runtime}: image encoder at {ratio:.2f}x the latency of {sibling['runtime']} "
+                               f"(target at most 0.5x): " + verdict(ratio <= 0.5))
+            ratio = total / sum(a["size_bytes"] for a in sibling["artifacts"].values())
+            targets.append(f"- {runtime}: artifacts {ratio:.0%} of {sibling['runtime']}'s size (target at most 30%): "
+                           + verdict(ratio <= 0.3))
+    for n in (1, 4):
+        rows = [(b["runtime"], fps.get(b["runtime"], {}).get(n)) for b in reduced]
+        rows = [(runtime, row) for runtime, row in rows if row and n in eager]
+        if rows:
+            runtime, row = max(rows, key=lambda item: item[1]["fps"])
+            ratio = row["fps"] / eager[n]["fps"]
+            targets.append(f"- best reduced-precision bundle, {n} object(s): {runtime} at {ratio:.2f}x transformers' "
+                           "video FPS (target at least 3x): " + verdict(ratio >= 3))
+    return lines, targets
+
+
 def _export_provenance(bundles: list[dict]) -> list[str]:
     """Where the export times come from: this run (benchmarks/run.py exports first), or only the manifests."""
     exported = ", ".join(f"{b['runtime']} exported {b.get('exported') or 'at an unrecorded time'}" for b in bundles)
@@ -176,6 +273,7 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
     stage_lines, by_stage = _stage_table(results)
     video_lines, fps = _video_tables(results)
     plots = _plots(results, by_stage, fps, report)
+    reduced_lines, reduced_targets = reduced_precision(results, by_stage, fps)
     machine, peak = results["machine"], results["machine"]["fp32_peak"]
     threads = ", ".join(f"{runtime} {count}" for runtime, count in results["threads"].items())
     lines = [
@@ -194,6 +292,7 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
         "",
         "## Targets",
         *targets(results, by_stage, fps),
+        *reduced_targets,
         "",
         "## Latency per stage (1 object; the runtimes are timed in turns, call by call)",
         *stage_lines,
@@ -216,6 +315,10 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
         *[f"- {r['runtime']}, {r['objects']} objects: {r['stage_ms_per_frame']}" for r in results["video"]
           if "stage_ms_per_frame" in r],
         "",
+        *(["## Reduced precision: speed, size and quality together",
+           "Quality against the fp32 reference on the same weights, as the bundle's gates measured it at export.", "",
+           *reduced_lines, ""] if reduced_lines else []),
+        *([f"![speed and quality]({plots[2]})", ""] if len(plots) > 2 else []),
         "## Export cost and size",
         *_export_provenance(results["bundles"]),
         "",

@@ -7,13 +7,14 @@ each stage's IO spec, artifact checksums and sizes, tool versions and the parity
 from __future__ import annotations
 
 import hashlib
+import shutil
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.recipes import Recipe, recipe_from_dict
-from edgetam_export.safe_output import write_text_atomic
+from edgetam_export.safe_output import BUNDLE, staged_output, write_text_atomic
 from edgetam_export.stages.spec import StageShapes, StageSpec, TensorSpec, TrackingSettings
 
 FORMAT_VERSION = 1
@@ -245,3 +246,32 @@ def read_bundle(path: Path | str, *, check_checksums: bool = True) -> Bundle:
                 "corrupt); re-export the bundle"
             )
     return Bundle(path=path, manifest=typed)
+
+
+#: Backends the iOS demo app runs: Core ML natively (EdgeTAMCoreML), `.pte` programs through EdgeTAMExecuTorch.
+APP_BACKENDS = ("coreml", "executorch")
+
+
+def copy_bundle(source: Path | str, dest: Path | str, *, overwrite: bool = False,
+                backends: tuple[str, ...] | None = None) -> Bundle:
+    """Copy a bundle whose checksums verify to `dest` (the iOS demo's `Bundle/` folder, a device folder...).
+
+    The copy is written whole or not at all and checked again before it is moved into place; `dest` may be
+    absent or empty, and an existing bundle there is replaced only with `overwrite`.
+    """
+    bundle = read_bundle(source)
+    if backends is not None and bundle.backend not in backends:
+        raise EdgeTamExportError(
+            f"'{bundle.path}' is a {bundle.backend} bundle ({bundle.manifest.recipe.name}); the iOS demo runs "
+            f"{' and '.join(backends)} bundles: export one with a coreml-* or executorch-* recipe"
+        )
+    with staged_output(dest, BUNDLE, replace=overwrite) as staging:
+        shutil.copy2(bundle.path / MANIFEST_NAME, staging / MANIFEST_NAME)
+        for record in bundle.manifest.stages.values():
+            artifact = bundle.path / record.artifact
+            if artifact.is_dir():
+                shutil.copytree(artifact, staging / record.artifact)
+            else:
+                shutil.copy2(artifact, staging / record.artifact)
+        read_bundle(staging)
+    return read_bundle(dest, check_checksums=False)

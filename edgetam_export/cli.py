@@ -162,8 +162,14 @@ def export(
     reference = load_reference(model, seed=seed, size=size.value)
     typer.echo(f"exporting with recipe '{chosen.name}' to {out}", err=True)
     bundle = export_bundle(reference, chosen, out, data_dir=data, progress=_say, overwrite=force)
-    worst = min(float(s["min_psnr_db"]) for s in bundle.manifest.parity["summary"].values())
-    typer.echo(f"wrote {bundle.path} ({len(bundle.stage_names)} stages, parity passed, worst PSNR {worst:.1f} dB)")
+    summary = bundle.manifest.parity["summary"].values()
+    worst = min(float(s["min_psnr_db"]) for s in summary)
+    cosine = min(float(s.get("min_cosine", 1.0)) for s in summary)
+    typer.echo(f"wrote {bundle.path} ({len(bundle.stage_names)} stages, parity passed, worst PSNR {worst:.1f} dB, "
+               f"worst cosine {cosine:.5f})")
+    for name, record in bundle.manifest.stages.items():
+        if "quantization_fallback" in record.backend:
+            typer.echo(f"  {name} stayed in {chosen.precision}: {record.backend['quantization_fallback']}")
 
 
 @app.command(epilog=_examples(
@@ -224,7 +230,7 @@ def verify(
         for failure in result.failures:
             typer.echo(f"  {failure}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"passed: {len(result.results)} outputs at or above {result.thresholds.min_psnr_db} dB PSNR")
+    typer.echo(f"passed: {len(result.results)} outputs ({result.thresholds.describe()})")
 
 
 @app.command(epilog=_examples("edgetam-export info models/edgetam-xnnpack"))
@@ -247,8 +253,35 @@ def info(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None
     if manifest.parity:
         typer.echo(f"parity   {'passed' if manifest.parity['passed'] else 'FAILED'} ({manifest.parity['runtime']})")
         for stage, entry in manifest.parity["summary"].items():
+            scheme = manifest.stages[stage].backend.get("quantization") if stage in manifest.stages else None
             typer.echo(f"    {stage:<20} min PSNR {float(entry['min_psnr_db']):.1f} dB, "
-                       f"max-abs {float(entry['max_abs']):.3g}")
+                       f"min cosine {float(entry.get('min_cosine', 1.0)):.5f}, max-abs {float(entry['max_abs']):.3g}"
+                       + (f", {scheme}" if scheme else ""))
+        if "tracking" in manifest.parity:
+            t = manifest.parity["tracking"]
+            typer.echo(f"    tracking gate: {t['objects']} objects x {t['frames']} frames, mean IoU {t['mean_iou']:.4f}, "
+                       f"min IoU {t['min_iou']:.4f}, presence agreement {t['presence_agreement']:.1%}")
+
+
+@app.command("copy-bundle", epilog=_examples(
+    "edgetam-export copy-bundle models/edgetam-coreml ios_demo/EdgeTAMDemo/Bundle",
+    "edgetam-export copy-bundle models/edgetam-coreml-int8 ios_demo/EdgeTAMDemo/Bundle --force",
+))
+def copy_bundle_command(
+    source: Annotated[Path, typer.Argument(help="Exported bundle folder (its checksums are verified).")],
+    dest: Annotated[Path, typer.Argument(help="Where the copy goes, e.g. ios_demo/EdgeTAMDemo/Bundle.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace DEST if it holds a bundle (never any other folder).")] = False,
+    any_backend: Annotated[
+        bool, typer.Option("--any-backend", help="Also copy ONNX bundles (the iOS demo runs Core ML and ExecuTorch ones).")
+    ] = False,
+) -> None:
+    """Copy a verified bundle into the iOS demo app (or anywhere), whole or not at all."""
+    from edgetam_export.bundle import APP_BACKENDS, copy_bundle
+
+    copied = copy_bundle(source, dest, overwrite=force, backends=None if any_backend else APP_BACKENDS)
+    size = sum(record.size_bytes for record in copied.manifest.stages.values()) / 1e6
+    typer.echo(f"copied {copied.manifest.recipe.name} ({len(copied.stage_names)} stages, {size:.1f} MB, checksums "
+               f"verified) to {copied.path}")
 
 
 @app.command()

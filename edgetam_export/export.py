@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from pathlib import Path
 import torch
 from torch.export import Dim, ExportedProgram
 
-from edgetam_export.backends import get_backend
+from edgetam_export.backends import Backend, get_backend
+from edgetam_export.backends.base import StageQuantization
 from edgetam_export.runtime.mil_interpreter import FP16_MAX
 from edgetam_export.runtime.runners import load_runners
 from edgetam_export.runtime.runners.coreml import INTERPRETER, on_macos
@@ -39,7 +41,7 @@ from edgetam_export.recipes import Recipe
 from edgetam_export.reference import Reference, load_reference
 from edgetam_export.safe_output import BUNDLE, check_target, staged_output
 from edgetam_export.sample_data import check_data_dir, default_data_dir
-from edgetam_export.samples import build_cases
+from edgetam_export.samples import build_cases, calibration_pictures
 from edgetam_export.stages.registry import OBJECTS, STAGES, StageSpec, tracking_settings
 
 ProgressSink = Callable[[str], None]
@@ -91,35 +93,33 @@ def export_bundle(
     """Export every stage under a recipe into a verified bundle at `out`, atomically.
 
     The bundle is checked against the reference before it is moved into place: if parity fails,
-    nothing is written at `out` and the error lists the failing outputs. `out` may be absent or
+    nothing is written at `out` and the error lists the failing outputs. A quantized stage that fails
+    its gate is lowered again in the recipe's float precision (the manifest records the fallback and
+    why) until the bundle passes or no quantized stage is left to blame. `out` may be absent or
     empty; an existing bundle is replaced only with `overwrite`, and any other folder never.
     """
     backend = get_backend(recipe.backend)
+    check_quantization(recipe, backend.schemes)
     check_target(Path(out), BUNDLE, overwrite)
     data_dir = check_data_dir(data_dir)
     model = reference.video_model
     shapes = recipe.stage_shapes(model)
+    calibration: dict[str, list] = {}
+    if "int8-static" in recipe.quantization.values():  # activation ranges; weight-only schemes need none
+        progress("quantization: running the reference on the calibration pictures")
+        pictures = calibration_pictures(data_dir or default_data_dir())
+        for case in build_cases(reference, shapes, data_dir, pictures=pictures):
+            calibration.setdefault(case.stage, []).append(case.inputs)
     with staged_output(out, BUNDLE, replace=overwrite) as staging:
-        stages = {}
+        programs, stages = {}, {}
         for name, stage in STAGES.items():
             spec = stage.spec(shapes)
             progress(f"{name}: torch.export")
             started = time.perf_counter()
-            program = export_program(stage.build(model, shapes), spec)
-            exported = time.perf_counter()
-            progress(f"{name}: lowering to {recipe.backend}")
-            artifact = staging / f"{name}{backend.suffix}"
-            facts = backend.lower(program, spec, recipe, artifact)
-            lowered = time.perf_counter()
-            stages[name] = StageRecord(
-                artifact=artifact.name,
-                sha256=sha256_of(artifact),
-                size_bytes=size_of(artifact),
-                spec=spec,
-                backend=facts,
-                export_seconds={"torch_export": round(exported - started, 2), "lower": round(lowered - exported, 2)},
-            )
-            progress(f"{name}: {stages[name].size_bytes / 1e6:.1f} MB in {lowered - started:.1f} s")
+            programs[name] = export_program(stage.build(model, shapes), spec)
+            scheme = recipe.quantization.get(name)
+            quantization = StageQuantization(scheme, calibration.get(name, [])) if scheme else None
+            stages[name] = _lower_stage(backend, programs[name], spec, recipe, staging, quantization, started, progress)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -134,9 +134,22 @@ def export_bundle(
         write_manifest(staging, manifest)
         progress("checking parity against the reference")
         report = verify_bundle(staging, reference, data_dir=data_dir, progress=progress)
+        while not report.passed and (blamed := stage_to_fall_back(report, stages)):
+            name, reason = blamed
+            progress(f"{name}: {stages[name].backend['quantization']} fails the gate ({reason}); "
+                     f"lowering it in {recipe.precision}")
+            started = time.perf_counter()
+            stage = _lower_stage(backend, programs[name], stages[name].spec, recipe, staging, None, started, progress)
+            requested = recipe.quantization[name]
+            stages[name] = dataclasses.replace(stage, backend=stage.backend | {
+                "quantization_fallback": f"{requested} failed the gate: {reason}"
+            })
+            manifest = dataclasses.replace(manifest, stages=stages)
+            write_manifest(staging, manifest)
+            report = verify_bundle(staging, reference, data_dir=data_dir, progress=progress)
         if not report.passed:
             raise EdgeTamExportError(
-                f"exported stages fail parity ({len(report.failures)} outputs, first: {report.failures[0]}); "
+                f"exported stages fail parity ({len(report.failures)} failures, first: {report.failures[0]}); "
                 "no bundle written"
             )
         summary = report.to_json()
@@ -145,8 +158,71 @@ def export_bundle(
             "runtime": report.runtime,
             "thresholds": summary["thresholds"],
             "summary": summary["summary"],
-        }))
+        } | report.gates_json()))
     return read_bundle(out)
+
+
+def _lower_stage(
+    backend: Backend,
+    program: ExportedProgram,
+    spec: StageSpec,
+    recipe: Recipe,
+    staging: Path,
+    quantization: StageQuantization | None,
+    started: float,
+    progress: ProgressSink,
+) -> StageRecord:
+    """Lower one exported stage into the staging folder and describe it for the manifest."""
+    exported = time.perf_counter()
+    how = f" ({quantization.scheme})" if quantization else ""
+    progress(f"{spec.name}: lowering to {recipe.backend}{how}")
+    artifact = staging / f"{spec.name}{backend.suffix}"
+    if artifact.is_dir():  # an earlier lowering of this stage in our staging folder (a fallback to float)
+        shutil.rmtree(artifact)
+    facts = backend.lower(program, spec, recipe, artifact, quantization)
+    lowered = time.perf_counter()
+    record = StageRecord(
+        artifact=artifact.name,
+        sha256=sha256_of(artifact),
+        size_bytes=size_of(artifact),
+        spec=spec,
+        backend=facts,
+        export_seconds={"torch_export": round(exported - started, 2), "lower": round(lowered - exported, 2)},
+    )
+    progress(f"{spec.name}: {record.size_bytes / 1e6:.1f} MB in {lowered - started:.1f} s")
+    return record
+
+
+def check_quantization(recipe: Recipe, schemes: frozenset[str]) -> None:
+    """Refuse, before any work, a stage name or a scheme the recipe's backend cannot apply."""
+    for stage, scheme in recipe.quantization.items():
+        if stage not in STAGES:
+            raise EdgeTamExportError(
+                f"recipe '{recipe.name}': [quantization] names an unknown stage '{stage}'; stages are {', '.join(STAGES)}"
+            )
+        if scheme not in schemes:
+            raise EdgeTamExportError(
+                f"recipe '{recipe.name}': the {recipe.backend} backend cannot apply '{scheme}' to {stage}; "
+                f"it supports {', '.join(sorted(schemes)) or 'no quantization'}"
+            )
+
+
+def stage_to_fall_back(report: ParityReport, stages: dict[str, StageRecord]) -> tuple[str, str] | None:
+    """The quantized stage to lower in float next, and why: the stage whose own outputs fail with the
+    lowest cosine, else (only whole-use gates fail) the quantized stage with the lowest cosine."""
+    quantized = {name for name, record in stages.items() if record.backend.get("quantization")}
+    failing = [r for r in report.results if r.failures and r.stage in quantized]
+    if failing:
+        worst = min(failing, key=lambda r: r.cosine if r.cosine is not None else -1.0)
+        return worst.stage, f"{worst.output} [{worst.case}]: {'; '.join(worst.failures)}"
+    cosines: dict[str, float] = {}
+    for r in report.results:
+        if r.stage in quantized and r.cosine is not None:
+            cosines[r.stage] = min(cosines.get(r.stage, 1.0), r.cosine)
+    if not cosines or not report.failures:
+        return None
+    stage = min(cosines, key=cosines.get)
+    return stage, f"{report.failures[0]} (lowest stage cosine {cosines[stage]:.5f})"
 
 
 def reference_for_bundle(bundle: Bundle) -> Reference:
@@ -209,7 +285,32 @@ def verify_bundle(
                 if not interpreter.max_abs_fp16 <= FP16_MAX:
                     result.failures.append(f"an fp16 activation reached {interpreter.max_abs_fp16} (fp16 max {FP16_MAX})")
             report.results.append(result)
+    if stages is None:
+        _check_gates(report, bundle, reference, data_dir, progress)
     return report
+
+
+def _check_gates(report: ParityReport, bundle: Bundle, reference: Reference, data_dir: Path | None,
+                 progress: ProgressSink) -> None:
+    """The recipe's whole-use gates: documentation examples and a tracking session (`gates.py`)."""
+    recipe = bundle.manifest.recipe
+    if recipe.parity.min_example_iou is None and recipe.tracking_gate is None:
+        return
+    if data_dir is None:
+        raise EdgeTamExportError(
+            f"recipe '{recipe.name}' gates on the shared pictures and the bedroom clip; pass --data (the folder "
+            "with images/ and videos/bedroom/)"
+        )
+    from edgetam_export.gates import check_examples, check_tracking
+
+    if recipe.parity.min_example_iou is not None:
+        progress("gate: documentation examples")
+        report.examples = [dataclasses.asdict(e) for e in
+                           check_examples(reference, bundle.path, data_dir, recipe.parity.min_example_iou)]
+    if recipe.tracking_gate is not None:
+        gate = recipe.tracking_gate
+        progress(f"gate: tracking {gate.objects} objects through {gate.frames} frames")
+        report.tracking = check_tracking(reference, bundle.path, data_dir, gate)
 
 
 def runtime_description(bundle: Bundle, coreml_runtime: str | None = None) -> str:

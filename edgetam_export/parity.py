@@ -94,8 +94,10 @@ def compare_output(
             f"reference is degenerate (std {result.reference_std:.2e} < {MIN_REFERENCE_STD}): matching it proves "
             "nothing; use weights with realistic activations"
         )
-    if result.psnr_db < thresholds.min_psnr_db:
+    if thresholds.min_psnr_db and result.psnr_db < thresholds.min_psnr_db:
         result.failures.append(f"PSNR {result.psnr_db:.1f} dB < {thresholds.min_psnr_db} dB")
+    if thresholds.min_cosine is not None and result.cosine < thresholds.min_cosine:
+        result.failures.append(f"cosine {result.cosine:.5f} < {thresholds.min_cosine}")
     if (stage, output) in MASK_OUTPUTS:
         result.mask_iou = mask_iou(reference, candidate)
         if result.mask_iou < thresholds.min_mask_iou:
@@ -114,22 +116,39 @@ class ParityReport:
     thresholds: ParityThresholds
     results: list[OutputParity] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Whole-use gates (`gates.py`): documentation examples ({name, min_mask_iou, passed}) and a tracking session.
+    examples: list[dict] = field(default_factory=list)
+    tracking: dict | None = None
 
     @property
     def passed(self) -> bool:
-        return bool(self.results) and all(r.passed for r in self.results)
+        return bool(self.results) and not self.failures
 
     @property
     def failures(self) -> list[str]:
-        return [f"{r.stage}/{r.output} [{r.case}]: {'; '.join(r.failures)}" for r in self.results if r.failures]
+        failures = [f"{r.stage}/{r.output} [{r.case}]: {'; '.join(r.failures)}" for r in self.results if r.failures]
+        failures += [f"documentation example '{e['name']}': mask IoU {e['mask_iou']:.4f} < "
+                     f"{self.thresholds.min_example_iou}" for e in self.examples if not e["passed"]]
+        if self.tracking is not None:
+            failures += [f"tracking gate: {failure}" for failure in self.tracking["failures"]]
+        return failures
+
+    def gates_json(self) -> dict:
+        """The whole-use gates for the manifest (empty when the recipe declares none)."""
+        gates = {"examples": self.examples} if self.examples else {}
+        return gates | ({"tracking": self.tracking} if self.tracking is not None else {})
 
     def worst_by_stage(self) -> dict[str, dict]:
-        """Per stage: lowest PSNR, lowest mask IoU and largest max-abs error over its cases."""
+        """Per stage: lowest PSNR, lowest cosine, lowest mask IoU and largest max-abs error over its cases
+        (the error budget: which stage loses what)."""
         summary: dict[str, dict] = {}
         for r in self.results:
-            entry = summary.setdefault(r.stage, {"min_psnr_db": math.inf, "max_abs": 0.0, "min_mask_iou": None})
+            entry = summary.setdefault(
+                r.stage, {"min_psnr_db": math.inf, "min_cosine": 1.0, "max_abs": 0.0, "min_mask_iou": None}
+            )
             if r.psnr_db is not None:
                 entry["min_psnr_db"] = min(entry["min_psnr_db"], r.psnr_db)
+                entry["min_cosine"] = min(entry["min_cosine"], r.cosine)
                 entry["max_abs"] = max(entry["max_abs"], r.max_abs)
             if r.mask_iou is not None:
                 current = entry["min_mask_iou"]
@@ -153,6 +172,7 @@ class ParityReport:
             "notes": self.notes,
             "failures": self.failures,
             "summary": {s: {k: clean(v) for k, v in e.items()} for s, e in self.worst_by_stage().items()},
+            **self.gates_json(),
             "results": [{k: clean(v) for k, v in asdict(r).items()} | {"passed": r.passed} for r in self.results],
         }
 
@@ -176,4 +196,13 @@ class ParityReport:
                 f"{fmt(r.cosine, '10.6f'):>10}{fmt(r.psnr_db, '9.1f'):>9}{fmt(r.mask_iou, '8.4f'):>8}  "
                 f"{'yes' if r.passed else 'NO'}"
             )
+        for example in self.examples:
+            lines.append(f"documentation example {example['name']!r}: mask IoU {example['mask_iou']:.4f} (worst "
+                         f"single mask {example['worst_single_mask_iou']:.4f})  "
+                         f"{'yes' if example['passed'] else 'NO'}")
+        if self.tracking is not None:
+            t = self.tracking
+            lines.append(f"tracking {t['objects']} objects x {t['frames']} frames: mean IoU {t['mean_iou']:.4f}, "
+                         f"min IoU {t['min_iou']:.4f}, presence agreement {t['presence_agreement']:.2%}  "
+                         f"{'yes' if t['passed'] else 'NO'}")
         return "\n".join(lines)

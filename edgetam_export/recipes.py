@@ -37,10 +37,46 @@ class RecipeShapes:
 
 @dataclass(frozen=True)
 class ParityThresholds:
-    """A bundle passes when every output reaches both floors."""
+    """A bundle passes when every output reaches every floor that is set.
 
+    Float recipes gate on PSNR; reduced-precision ones on the cosine similarity of each output with the
+    fp32 reference (their PSNR is reported, not gated: int8 noise lowers it by design).
+    """
+
+    #: 0 reports PSNR without gating on it.
     min_psnr_db: float = 60.0
     min_mask_iou: float = 0.99
+    min_cosine: float | None = None
+    #: Mask IoU floor of every documentation example run through the bundle's predictor (`gates.py`).
+    min_example_iou: float | None = None
+
+    def describe(self) -> str:
+        floors = [f"PSNR >= {self.min_psnr_db} dB" if self.min_psnr_db else None,
+                  f"cosine >= {self.min_cosine}" if self.min_cosine is not None else None,
+                  f"decoder mask IoU >= {self.min_mask_iou}",
+                  f"documentation examples mask IoU >= {self.min_example_iou}" if self.min_example_iou else None]
+        return ", ".join(f for f in floors if f)
+
+
+@dataclass(frozen=True)
+class TrackingGate:
+    """A quality gate on a whole tracking session: `objects` objects through `frames` frames of the
+    bedroom clip, played through the bundle and the fp32 reference (checked by export and verify)."""
+
+    min_mean_iou: float = 0.95
+    min_iou: float = 0.85
+    min_presence_agreement: float = 0.99
+    frames: int = 200
+    objects: int = 2
+
+
+#: Reduced-precision schemes a recipe can ask for, per stage (`[quantization]`); each backend takes some.
+QUANTIZATION_SCHEMES = {
+    "int8-static": "int8 weights (per channel) and int8 activations calibrated on sample pictures",
+    "int8-dynamic": "int8 weights (per channel) of linear layers, activations quantized per call",
+    "int8-weights": "int8 weights (per channel), dequantized to the compute precision",
+    "palettized-6bit": "6-bit lookup tables per group of 16 output channels, fp16 compute",
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +91,9 @@ class Recipe:
     compute_units: str | None = None
     shapes: RecipeShapes = field(default_factory=RecipeShapes)
     parity: ParityThresholds = field(default_factory=ParityThresholds)
+    #: Stage name -> reduced-precision scheme; stages not named keep the recipe's float precision.
+    quantization: dict[str, str] = field(default_factory=dict)
+    tracking_gate: TrackingGate | None = None
 
     def stage_shapes(self, model: EdgeTamVideoModel) -> StageShapes:
         from edgetam_export.stages.registry import stage_shapes
@@ -90,9 +129,17 @@ def recipe_from_dict(data: dict, origin: str) -> Recipe:
     try:
         shapes = RecipeShapes(**data.pop("shapes", {}))
         parity = ParityThresholds(**data.pop("parity", {}))
-        return Recipe(shapes=shapes, parity=parity, **data)
+        gate = data.pop("tracking_gate", None)
+        recipe = Recipe(shapes=shapes, parity=parity, tracking_gate=None if gate is None else TrackingGate(**gate), **data)
     except TypeError as exc:
         raise EdgeTamExportError(f"recipe {origin} has an unknown or missing field ({exc}); see recipes/*.toml") from None
+    for stage, scheme in recipe.quantization.items():
+        if scheme not in QUANTIZATION_SCHEMES:
+            raise EdgeTamExportError(
+                f"recipe {origin}: quantization scheme '{scheme}' for {stage} is unknown; use one of "
+                f"{', '.join(QUANTIZATION_SCHEMES)}"
+            )
+    return recipe
 
 
 def load_recipe(name_or_path: str) -> Recipe:

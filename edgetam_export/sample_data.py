@@ -35,3 +35,8 @@ def check_data_dir(data_dir: Path | None) -> Path | None:
         absent += [] if absent else ["videos/bedroom/ with at least 6 .jpg frames"]
         raise EdgeTamExportError(f"--data '{data_dir}' lacks {', '.join(absent)}; pass the shared data folder")
     return data_dir
+
+
+def bedroom_frames(data_dir: Path) -> list[Path]:
+    """The frames of the shared 200-frame clip `videos/bedroom`, in order."""
+    return sorted((Path(data_dir) / "videos" / "bedroom").glob("*.jpg"))

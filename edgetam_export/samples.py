@@ -16,6 +16,7 @@ from PIL import Image
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.reference import Reference
+from edgetam_export.sample_data import bedroom_frames
 from edgetam_export.runtime.memory_bank import BankLayout, Memory, Pointer, pack_bank
 from edgetam_export.stages.image_encoder import image_from_pixel_values
 from edgetam_export.stages.registry import STAGES, StageShapes
@@ -48,8 +49,19 @@ def sample_pictures(data_dir: Path | None) -> tuple[list[Image.Image], list[Imag
         stills = [synthetic_image(seed=0), synthetic_image(1200, 800, seed=1)]
         return stills, [synthetic_image(seed=10 + i) for i in range(6)]
     stills = load_images([data_dir / "images" / "truck.jpg", data_dir / "images" / "groceries.jpg"])
-    frames = load_images(sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:6])
+    frames = load_images(bedroom_frames(data_dir)[:6])
     return stills, frames
+
+
+def calibration_pictures(data_dir: Path | None) -> tuple[list[Image.Image], list[Image.Image]]:
+    """Pictures to calibrate int8 activation ranges on, none of which the parity check uses: cars.jpg and
+    a later stretch of the bedroom clip (or other synthetic pictures)."""
+    if data_dir is None:
+        return [synthetic_image(seed=100), synthetic_image(1200, 800, seed=101)], [synthetic_image(seed=110 + i) for i in range(6)]
+    frames = bedroom_frames(data_dir)
+    cars = data_dir / "images" / "cars.jpg"
+    stills = ([cars] if cars.is_file() else []) + frames[len(frames) // 4: -6: len(frames) // 8]
+    return load_images(stills), load_images(frames[-6:])
 
 
 @dataclass
@@ -93,10 +105,16 @@ def _standard_prompts(size: int) -> list[list[tuple[float, float, int]]]:
     ]
 
 
-def build_cases(reference: Reference, shapes: StageShapes, data_dir: Path | None) -> list[StageCase]:
-    """Parity cases for every stage from real images and a real video clip."""
+def build_cases(
+    reference: Reference,
+    shapes: StageShapes,
+    data_dir: Path | None,
+    pictures: tuple[list[Image.Image], list[Image.Image]] | None = None,
+) -> list[StageCase]:
+    """Parity cases for every stage from real images and a real video clip (`sample_pictures`, or the
+    given (stills, frames), such as `calibration_pictures`)."""
     model = reference.video_model
-    stills, frames = sample_pictures(data_dir)
+    stills, frames = pictures or sample_pictures(data_dir)
     cases: list[StageCase] = []
 
     def run(stage: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -67,7 +67,7 @@ CASES = [
 ]
 
 
-def _convert(module: nn.Module, inputs, path, precision: str = "fp32"):
+def _convert(module: nn.Module, inputs, path, precision: str = "fp32", target: str = "iOS17"):
     import coremltools as ct
 
     program = torch.export.export(module.eval(), inputs).run_decompositions({})
@@ -77,7 +77,7 @@ def _convert(module: nn.Module, inputs, path, precision: str = "fp32"):
                 for i, t in enumerate(inputs)],
         convert_to="mlprogram",
         compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
-        minimum_deployment_target=ct.target.iOS17,
+        minimum_deployment_target=getattr(ct.target, target),
         skip_model_load=True,
     )
     model.save(str(path))

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from edgetam_export.runtime.runners import load_runners
 from edgetam_export.runtime.tracker import MASK_PROMPT_STAGE, TRACKING_STAGES, EdgeTamTracker
 from edgetam_export.stages.spec import StageShapes, TrackingSettings
 
-KIT = Path(__file__).resolve().parent.parent / "ios_demo" / "EdgeTAMKit"
+REPO = Path(__file__).resolve().parent.parent
+KIT = REPO / "ios_demo" / "EdgeTAMKit"
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +263,7 @@ def swift() -> str:
     return found
 
 
-def test_swift_package_builds_and_passes_its_tests_on_python_bundles(python_fixtures):
+def test_swift_package_builds_and_passes_its_tests_on_python_bundles(python_fixtures, tmp_path):
     build = subprocess.run([swift(), "build", "--package-path", str(KIT)], capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
     env = os.environ | {"EDGETAM_PYTHON_FIXTURES": str(python_fixtures)}
@@ -274,5 +276,19 @@ def test_swift_package_builds_and_passes_its_tests_on_python_bundles(python_fixt
     for test in ("readsWhatPythonWrote(kind:)", "bankSelectionsMatchPython()", "promptSlotsMatchPython()",
                  "replaysThePythonImageSession()", "replaysThePythonTrackingSession()"):
         assert re.search(rf"Test {re.escape(test)} (with \d+ test cases )?passed", output), output[-3000:]
+    if sys.platform == "darwin":  # the real Core ML runner on the tiny coreml-fp16 bundle (.github/workflows/apple.yml)
+        for test in ("imageSessionMatchesPythonThroughCoreML()", "trackingSessionMatchesPythonThroughCoreML()"):
+            assert re.search(rf"Test {re.escape(test)} passed", output), output[-3000:]
     summary = re.search(r"Test run with (\d+) tests? in \d+ suites? passed", output)
     assert summary and int(summary.group(1)) >= 16, output[-2000:]
+    # The device benchmark JSON the app shares, written by the Swift code, is what `bench import` accepts.
+    results = tmp_path / "results.json"
+    shutil.copy(REPO / "benchmarks" / "results" / "cpu-2core-full.json", results)
+    imported = subprocess.run([sys.executable, "-m", "edgetam_export", "bench", "import",
+                               str(python_fixtures / "device_run.json"), "--report", str(results),
+                               "--markdown", str(tmp_path / "REPORT.md")], capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    run = json.loads(results.read_text())["device_runs"][-1]
+    assert run["runtime"]["compute_units"] == "all" and {s["stage"] for s in run["stages"]} == {
+        "image_encoder", "prompt_decoder", "memory_encoder", "memory_attention"}
+    assert [v["objects"] for v in run["video"]] == [1, 2] and "Linux-test" in (tmp_path / "REPORT.md").read_text()

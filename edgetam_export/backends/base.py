@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgetam_export.stages.spec import StageSpec
 
 if TYPE_CHECKING:
+    import torch
     from torch.export import ExportedProgram
 
     from edgetam_export.recipes import Recipe
+
+
+@dataclass(frozen=True)
+class StageQuantization:
+    """Reduced precision asked of one stage: a scheme of `recipes.QUANTIZATION_SCHEMES` and, for static
+    schemes, realistic inputs to calibrate activation ranges on (pictures the parity check does not use)."""
+
+    scheme: str
+    calibration: list[dict[str, torch.Tensor]]
 
 
 class Backend(ABC):
@@ -21,10 +32,20 @@ class Backend(ABC):
     name: str
     #: File (or folder) suffix of one stage artifact.
     suffix: str
+    #: Quantization schemes this backend can apply to a stage.
+    schemes: frozenset[str] = frozenset()
 
     @abstractmethod
-    def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path) -> dict:
-        """Write the artifact of one stage; return backend facts for the manifest (delegation, opset...)."""
+    def lower(
+        self,
+        program: ExportedProgram,
+        spec: StageSpec,
+        recipe: Recipe,
+        artifact: Path,
+        quantization: StageQuantization | None = None,
+    ) -> dict:
+        """Write the artifact of one stage, in float or quantized; return backend facts for the manifest
+        (delegation, opset, the quantization applied...)."""
 
     def versions(self) -> dict[str, str]:
         """Versions of the tools this backend used, for the manifest and benchmark records."""

@@ -10,7 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgetam_export.backends.base import Backend
+from edgetam_export.backends.base import Backend, StageQuantization
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.spec import IMAGE_INPUT, OBJECTS, StageSpec
 
@@ -35,11 +35,23 @@ def coreml_target(recipe: Recipe):
     return getattr(ct.target, target)
 
 
+#: Weights per palette of the 6-bit palettization (per-grouped-channel LUTs need iOS 18 / macOS 15).
+PALETTE_GROUP = 16
+
+
 class CoreMLBackend(Backend):
     name = "coreml"
     suffix = ".mlpackage"
+    schemes = frozenset({"int8-weights", "palettized-6bit"})
 
-    def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path) -> dict:
+    def lower(
+        self,
+        program: ExportedProgram,
+        spec: StageSpec,
+        recipe: Recipe,
+        artifact: Path,
+        quantization: StageQuantization | None = None,
+    ) -> dict:
         import coremltools as ct
 
         target = coreml_target(recipe)
@@ -64,6 +76,10 @@ class CoreMLBackend(Backend):
             minimum_deployment_target=target,
             skip_model_load=True,
         )
+        facts = {}
+        if quantization is not None:
+            model = compress_weights(model, quantization.scheme, recipe)
+            facts["quantization"] = quantization.scheme
         model.author = "edgetam-export"
         model.license = "Apache-2.0 (EdgeTAM: facebookresearch/EdgeTAM; export: edgetam-export)"
         model.version = version("edgetam-export")
@@ -73,7 +89,7 @@ class CoreMLBackend(Backend):
         for tensor in spec.outputs:
             model.output_description[tensor.name] = f"{tensor.dtype} {list(tensor.shape)}: {tensor.description}"
         model.save(str(artifact))
-        return {
+        return facts | {
             "precision": recipe.precision,
             "deployment_target": recipe.deployment_target or "iOS17",
             "compute_units": recipe.compute_units or "ALL",
@@ -81,3 +97,24 @@ class CoreMLBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {"coremltools": version("coremltools")}
+
+
+def compress_weights(model, scheme: str, recipe: Recipe):
+    """coremltools weight compression of a converted ML Program; compute stays at the recipe's precision.
+
+    int8-weights: symmetric per-output-channel int8 (`constexpr_affine_dequantize` on iOS 17,
+    `constexpr_blockwise_shift_scale` on iOS 18). palettized-6bit: k-means 64-entry lookup tables per group
+    of 16 output channels (`constexpr_lut_to_dense`, iOS 18). Small tensors (under 2048 values: biases,
+    norms) stay in fp16.
+    """
+    import coremltools.optimize.coreml as cto
+
+    if scheme == "int8-weights":
+        config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+        return cto.linear_quantize_weights(model, cto.OptimizationConfig(global_config=config))
+    if (recipe.deployment_target or "iOS17") in ("iOS17", "macOS14"):
+        raise EdgeTamExportError(
+            f"recipe '{recipe.name}': per-grouped-channel palettization needs deployment_target iOS18 or macOS15"
+        )
+    config = cto.OpPalettizerConfig(nbits=6, mode="kmeans", granularity="per_grouped_channel", group_size=PALETTE_GROUP)
+    return cto.palettize_weights(model, cto.OptimizationConfig(global_config=config))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from edgetam_export.backends.base import Backend
+from edgetam_export.backends.base import Backend, StageQuantization
 from edgetam_export.backends.coreml import coreml_target
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.spec import StageSpec
@@ -32,8 +32,16 @@ DELEGATES = ("xnnpack", "coreml", None)
 class ExecuTorchBackend(Backend):
     name = "executorch"
     suffix = ".pte"
+    schemes = frozenset({"int8-static", "int8-dynamic"})
 
-    def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path) -> dict:
+    def lower(
+        self,
+        program: ExportedProgram,
+        spec: StageSpec,
+        recipe: Recipe,
+        artifact: Path,
+        quantization: StageQuantization | None = None,
+    ) -> dict:
         from executorch.exir import to_edge_transform_and_lower
 
         if recipe.delegate not in DELEGATES:
@@ -42,9 +50,22 @@ class ExecuTorchBackend(Backend):
                 f"use one of {[d for d in DELEGATES if d]} or none"
             )
         partitioners, facts = [], {"delegate": recipe.delegate}
+        if quantization is not None:
+            if recipe.delegate != "xnnpack":
+                raise EdgeTamExportError(
+                    f"recipe '{recipe.name}': int8 ExecuTorch programs need the xnnpack delegate (set delegate = \"xnnpack\")"
+                )
+            program = quantize_pt2e(program, spec, quantization)
+            facts["quantization"] = quantization.scheme
         if recipe.delegate == "xnnpack":
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+                XnnpackDynamicallyQuantizedPartitioner,
+                XnnpackPartitioner,
+            )
 
+            if quantization is not None and quantization.scheme == "int8-dynamic":
+                # The dynamically quantized linears first: one combined partitioner finds dependency cycles.
+                partitioners.append(XnnpackDynamicallyQuantizedPartitioner())
             partitioners.append(XnnpackPartitioner())
         elif recipe.delegate == "coreml":
             partitioners.append(_coreml_partitioner(recipe))
@@ -63,6 +84,36 @@ class ExecuTorchBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {"executorch": version("executorch")}
+
+
+def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: StageQuantization) -> ExportedProgram:
+    """PT2E int8 with XNNPACK's quantizer: per-channel symmetric weights; activations static (ranges
+    observed on the calibration inputs) or dynamic (linear layers only, ranges taken per call).
+
+    `prepare_pt2e` folds BatchNorm into the convolutions before observing; RepViT's re-parameterizable
+    branches are separate convolutions in transformers' graph and are quantized one by one. Ops XNNPACK
+    has no int8 kernel for (batched matmuls, softmax, layer norm) stay fp32 between quantized ones.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgetam_export.export import example_inputs, export_program
+
+    dynamic = quantization.scheme == "int8-dynamic"
+    calls = [tuple(inputs[name] for name in spec.input_names) for inputs in quantization.calibration]
+    if not calls:
+        if not dynamic:
+            raise EdgeTamExportError(f"{spec.name}: static int8 needs calibration inputs (sample pictures)")
+        calls = [example_inputs(spec)]  # dynamic: one call so the weight observers see the weights
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+    observed = prepare_pt2e(program.module(), quantizer)
+    with torch.no_grad():
+        for args in calls:
+            observed(*args)
+    return export_program(convert_pt2e(observed), spec)
 
 
 def _coreml_partitioner(recipe: Recipe):

@@ -180,6 +180,56 @@ def _softmax(op, get) -> np.ndarray:
     return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
+def _blocks(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Broadcast per-block parameters (one per block of each axis) to a weight of `shape`."""
+    values = np.asarray(values).reshape((1,) * (len(shape) - np.ndim(values)) + np.shape(values))
+    for axis, (size, blocks) in enumerate(zip(shape, values.shape)):
+        values = np.repeat(values, size // blocks, axis=axis)
+    return values
+
+
+def _affine_dequantize(op, get) -> np.ndarray:
+    """iOS 16 weight quantization: (q - zero_point) * scale, per channel along `axis`."""
+    data = get("quantized_data").astype(np.float32)
+    shape = [1] * data.ndim
+    shape[int(get("axis"))] = -1
+
+    def channel(key: str) -> np.ndarray:
+        value = np.asarray(get(key), np.float32)
+        return value.reshape(shape) if value.ndim else value
+
+    return (data - channel("zero_point")) * channel("scale")
+
+
+def _blockwise_shift_scale(op, get) -> np.ndarray:
+    """iOS 18 weight quantization: (data - offset) * scale, each parameter shared by a block of weights."""
+    data = get("data").astype(np.float32)
+    offset = get("offset")
+    if offset is not None:
+        data = data - _blocks(np.asarray(offset, np.float32), data.shape)
+    return data * _blocks(np.asarray(get("scale"), np.float32), data.shape)
+
+
+def _lut_to_dense(op, get) -> np.ndarray:
+    """Palettized weights: each weight an index into a lookup table (iOS 16: one table for the tensor;
+    iOS 18: one table per block of channels, `lut` shaped (blocks per axis..., entries, 1))."""
+    indices, lut = np.asarray(get("indices")), np.asarray(get("lut"))
+    if get("shape") is not None:  # iOS 16: indices packed into bytes, least significant bit first
+        shape = [int(v) for v in get("shape")]
+        nbits, count = int(np.log2(lut.size)), math.prod(shape)
+        bits = np.unpackbits(indices.astype(np.uint8), bitorder="little")[: count * nbits].reshape(count, nbits)
+        return lut[bits.astype(np.int64) @ (1 << np.arange(nbits))].reshape(shape)
+    indices = indices.astype(np.int64)
+    if lut.shape[-1] != 1:
+        raise EdgeTamExportError(f"MIL interpreter: vector palettization in '{op.name}' is not supported")
+    table = lut[..., 0]
+    groups = tuple(
+        (np.arange(size) // (size // blocks)).reshape([-1 if i == axis else 1 for i in range(indices.ndim)])
+        for axis, (size, blocks) in enumerate(zip(indices.shape, table.shape[:-1]))
+    )
+    return table[groups + (indices,)]
+
+
 def _f(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) if x.dtype == np.float16 else x
 
@@ -246,6 +296,9 @@ OPS: dict[str, Callable] = {
     "slice_by_index": _slice_by_index,
     "gather": _gather,
     "shape": lambda op, get: np.array(get("x").shape, dtype=np.int32),
+    "constexpr_affine_dequantize": _affine_dequantize,
+    "constexpr_blockwise_shift_scale": _blockwise_shift_scale,
+    "constexpr_lut_to_dense": _lut_to_dense,
 }
 
 

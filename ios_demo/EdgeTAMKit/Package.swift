@@ -1,6 +1,7 @@
 // swift-tools-version: 6.0
 // EdgeTAMKit: run edgetam-export bundles in Swift apps. `EdgeTAMCore` depends on Foundation only and
-// builds and tests on Linux; Apple-only runners (Core ML) live in files behind `#if canImport(CoreML)`.
+// builds and tests on Linux. `EdgeTAMCoreML` is the Core ML runner: its files sit whole behind
+// `#if canImport(CoreML)`, so the target builds (empty) on Linux and for real on Apple platforms.
 // No remote package dependencies: SwiftPM must resolve this package offline.
 import PackageDescription
 
@@ -9,15 +10,21 @@ let package = Package(
     platforms: [.iOS(.v17), .macOS(.v14)],
     products: [
         .library(name: "EdgeTAMCore", targets: ["EdgeTAMCore"]),
+        .library(name: "EdgeTAMCoreML", targets: ["EdgeTAMCoreML"]),
     ],
     targets: [
         .target(
             name: "EdgeTAMCore",
             swiftSettings: [.enableUpcomingFeature("StrictConcurrency")]
         ),
+        .target(
+            name: "EdgeTAMCoreML",
+            dependencies: ["EdgeTAMCore"],
+            swiftSettings: [.enableUpcomingFeature("StrictConcurrency")]
+        ),
         .testTarget(
             name: "EdgeTAMCoreTests",
-            dependencies: ["EdgeTAMCore"]
+            dependencies: ["EdgeTAMCore", "EdgeTAMCoreML"]
         ),
     ],
     swiftLanguageModes: [.v6]

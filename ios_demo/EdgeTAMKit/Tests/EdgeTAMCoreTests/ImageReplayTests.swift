@@ -31,13 +31,10 @@ struct ImageReplayTests {
         let calls: Int
     }
 
-    @Test func replaysThePythonImageSession() async throws {
+    /// Play the recorded steps through `predictor`; `check` gets each step's prediction and the Python masks.
+    static func play(_ folder: URL, predictor: Predictor,
+                     check: (Int, Session.Step, Prediction, [UInt8]) throws -> Void) async throws -> Session {
         let session = try JSONDecoder().decode(Session.self, from: Data(contentsOf: folder.appendingPathComponent("session.json")))
-        let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
-        let replay = try ReplaySession.load(from: folder)
-        let predictor = Predictor(shapes: bundle.manifest.shapes,
-                                  imageEncoder: ReplayStageRunner(spec: try bundle.spec("image_encoder"), session: replay),
-                                  promptDecoder: ReplayStageRunner(spec: try bundle.spec("prompt_decoder"), session: replay))
         var embedding: ImageEmbedding?, shown: String?, results: [Prediction] = []
         for (number, step) in session.steps.enumerated() {
             if step.picture != shown {
@@ -61,7 +58,18 @@ struct ImageReplayTests {
             let prediction = try await predictor.predict(embedding!, prompts: prompts, maskInput: maskInput,
                                                          multimaskOutput: step.multimask ?? true)
             results.append(prediction)
-            let expectedMasks = [UInt8](try Data(contentsOf: folder.appendingPathComponent(step.expected.masks_file)))
+            try check(number, step, prediction, [UInt8](try Data(contentsOf: folder.appendingPathComponent(step.expected.masks_file))))
+        }
+        return session
+    }
+
+    @Test func replaysThePythonImageSession() async throws {
+        let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
+        let replay = try ReplaySession.load(from: folder)
+        let predictor = Predictor(shapes: bundle.manifest.shapes,
+                                  imageEncoder: ReplayStageRunner(spec: try bundle.spec("image_encoder"), session: replay),
+                                  promptDecoder: ReplayStageRunner(spec: try bundle.spec("prompt_decoder"), session: replay))
+        let session = try await Self.play(folder, predictor: predictor) { number, step, prediction, expectedMasks in
             #expect([prediction.objects, prediction.masksPerObject, prediction.height, prediction.width] == step.expected.masks_shape)
             let differing = zip(prediction.masks, expectedMasks).filter { $0 != $1 }.count
             #expect(differing == 0 && prediction.masks.count == expectedMasks.count, "step \(number): \(differing) mask pixels differ")

@@ -31,14 +31,9 @@ struct TrackingReplayTests {
         let calls: Int
     }
 
-    @Test func replaysThePythonTrackingSession() async throws {
+    /// Play the recorded steps through a tracker built on `runners`; returns every frame result, in order.
+    static func play(_ folder: URL, bundle: EdgeTAMBundle, runners: [String: any StageRunner]) async throws -> (Session, [FrameResult]) {
         let session = try JSONDecoder().decode(Session.self, from: Data(contentsOf: folder.appendingPathComponent("session.json")))
-        let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
-        let replay = try ReplaySession.load(from: folder)
-        var runners: [String: any StageRunner] = [:]
-        for stage in VideoTracker.trackingStages + [VideoTracker.maskPromptStage] {
-            runners[stage] = ReplayStageRunner(spec: try bundle.spec(stage), session: replay)
-        }
         let frames = try FramesInMemory((0 ..< session.frames).map { index in
             try RGBImage(width: session.width, height: session.height,
                          pixels: [UInt8](try Data(contentsOf: folder.appendingPathComponent("frames/\(index).rgb"))))
@@ -63,6 +58,17 @@ struct TrackingReplayTests {
                 }
             }
         }
+        return (session, results)
+    }
+
+    @Test func replaysThePythonTrackingSession() async throws {
+        let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
+        let replay = try ReplaySession.load(from: folder)
+        var runners: [String: any StageRunner] = [:]
+        for stage in VideoTracker.trackingStages + [VideoTracker.maskPromptStage] {
+            runners[stage] = ReplayStageRunner(spec: try bundle.spec(stage), session: replay)
+        }
+        let (session, results) = try await Self.play(folder, bundle: bundle, runners: runners)
         #expect(results.count == session.results.count)
         var pixels = 0, differing = 0
         for (result, expected) in zip(results, session.results) {

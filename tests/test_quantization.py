@@ -1,0 +1,238 @@
+"""Reduced precision: per-stage schemes in recipes, each backend's quantizer, the gates against the fp32
+reference (stage cosine, documentation examples, a tracking session) and the fall back to float."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from edgetam_export.backends import get_backend
+from edgetam_export.backends.base import StageQuantization
+from edgetam_export.backends.coreml import compress_weights
+from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.export import check_quantization, export_bundle, export_program, stage_to_fall_back, verify_bundle
+from edgetam_export.parity import OutputParity, ParityReport, compare_output
+from edgetam_export.recipes import ParityThresholds, available_recipes, load_recipe, recipe_from_dict
+from edgetam_export.runtime.mil_interpreter import OPS, MILInterpreter
+from edgetam_export.stages.registry import STAGES
+
+from tests.test_coreml import _convert
+
+QUANTIZED_RECIPES = [name for name in available_recipes() if load_recipe(name).quantization]
+#: Tracking-gate frames in the tests (the recipes gate on all 200 frames of the clip; benchmarks run that).
+TEST_GATE_FRAMES = 10
+
+
+@pytest.fixture(scope="module")
+def onnx_int8(tiny_reference, data_dir, tmp_path_factory):
+    recipe = load_recipe("onnx-int8").with_shapes(max_objects=4)
+    recipe = dataclasses.replace(recipe, tracking_gate=dataclasses.replace(recipe.tracking_gate, frames=TEST_GATE_FRAMES))
+    return export_bundle(tiny_reference, recipe, tmp_path_factory.mktemp("int8") / "onnx-int8", data_dir=data_dir)
+
+
+def test_shipped_reduced_precision_recipes_are_consistent():
+    assert set(QUANTIZED_RECIPES) == {"executorch-xnnpack-int8", "onnx-int8", "coreml-int8", "coreml-palettized"}
+    for name in QUANTIZED_RECIPES:
+        recipe = load_recipe(name)
+        check_quantization(recipe, get_backend(recipe.backend).schemes)
+        assert recipe.parity.min_cosine == 0.99 and recipe.parity.min_example_iou == 0.95
+        gate = recipe.tracking_gate
+        assert (gate.frames, gate.objects, gate.min_mean_iou, gate.min_iou, gate.min_presence_agreement) == (
+            200, 2, 0.95, 0.85, 0.99)
+        assert recipe_from_dict(recipe.to_json(), "round trip") == recipe
+
+
+def test_wrong_quantization_is_refused_before_any_work(tiny_reference, tmp_path):
+    with pytest.raises(EdgeTamExportError, match="scheme 'int4' for image_encoder is unknown"):
+        recipe_from_dict({"name": "x", "description": "d", "backend": "onnx", "quantization": {"image_encoder": "int4"}}, "t")
+    onnx = load_recipe("onnx-int8")
+    with pytest.raises(EdgeTamExportError, match="unknown stage 'encoder'"):
+        export_bundle(tiny_reference, dataclasses.replace(onnx, quantization={"encoder": "int8-static"}), tmp_path / "a")
+    coreml = dataclasses.replace(load_recipe("coreml-int8"), quantization={"image_encoder": "int8-static"})
+    with pytest.raises(EdgeTamExportError, match="coreml backend cannot apply 'int8-static' to image_encoder"):
+        export_bundle(tiny_reference, coreml, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_reduced_precision_gates_on_cosine_and_reports_psnr():
+    thresholds = ParityThresholds(min_psnr_db=0.0, min_cosine=0.99, min_mask_iou=0.95)
+    reference = np.linspace(-1, 1, 64, dtype=np.float32)
+    noisy = reference + np.random.default_rng(0).normal(0, 0.05, 64).astype(np.float32)
+    passed = compare_output("memory_attention", "c", "conditioned_features", reference, noisy, thresholds)
+    assert passed.passed and 0.99 < passed.cosine < 1 and 10 < passed.psnr_db < 40
+    failed = compare_output("memory_attention", "c", "conditioned_features", reference, reference[::-1].copy(), thresholds)
+    assert failed.failures == [f"cosine {failed.cosine:.5f} < 0.99"]
+    assert "cosine >= 0.99" in thresholds.describe() and "PSNR" not in thresholds.describe()
+
+
+def _report(results: list[OutputParity], tracking_failures: list[str] | None = None) -> ParityReport:
+    report = ParityReport("b", "r", "onnx", "rt", ParityThresholds(min_cosine=0.99), results=results)
+    if tracking_failures is not None:
+        report.tracking = {"failures": tracking_failures, "passed": not tracking_failures}
+    return report
+
+
+def test_the_stage_to_fall_back_is_the_quantized_one_that_loses_most(onnx_int8):
+    stages = {name: dataclasses.replace(record, backend={"quantization": "int8-static"} if name != "mask_prompt_encoder" else {})
+              for name, record in onnx_int8.manifest.stages.items()}
+    ok = OutputParity("memory_encoder", "c", "memory_features", [1], [1], cosine=0.995)
+    worse = OutputParity("image_encoder", "c", "vision_features", [1], [1], cosine=0.97, failures=["cosine 0.97000 < 0.99"])
+    worst = OutputParity("prompt_decoder", "c", "mask_logits", [1], [1], cosine=0.95, failures=["cosine 0.95000 < 0.99"])
+    unquantized = OutputParity("mask_prompt_encoder", "c", "x", [1], [1], cosine=0.5, failures=["cosine 0.5 < 0.99"])
+    assert stage_to_fall_back(_report([ok, worse, worst, unquantized]), stages)[0] == "prompt_decoder"
+    # Only a whole-use gate fails: the quantized stage with the lowest cosine is blamed, with the gate's reason.
+    stage, reason = stage_to_fall_back(_report([ok, dataclasses.replace(worse, failures=[])], ["mean mask IoU 0.9 < 0.95"]), stages)
+    assert stage == "image_encoder" and "mean mask IoU 0.9 < 0.95" in reason
+    assert stage_to_fall_back(_report([ok]), stages) is None  # nothing fails
+    floats = {name: dataclasses.replace(record, backend={}) for name, record in stages.items()}
+    assert stage_to_fall_back(_report([worse]), floats) is None  # nothing quantized is left to blame
+
+
+def test_onnx_int8_bundle_quantizes_and_passes_every_gate(onnx_int8, tiny_bundles):
+    import onnx
+
+    manifest = onnx_int8.manifest
+    fp32 = tiny_bundles["onnx-fp32"].manifest
+    for stage, scheme in manifest.recipe.quantization.items():
+        facts = manifest.stages[stage].backend
+        if "quantization_fallback" in facts:  # lowered again in fp32, and the manifest says why
+            assert facts["quantization_fallback"].startswith(f"{scheme} failed the gate: ") and "quantization" not in facts
+            continue
+        assert facts["quantization"] == scheme
+        ops = {node.op_type for node in onnx.load(str(onnx_int8.artifact(stage))).graph.node}
+        assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops or {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert manifest.stages[stage].size_bytes < 0.6 * fp32.stages[stage].size_bytes
+    assert "quantization" not in manifest.stages["mask_prompt_encoder"].backend
+    parity = manifest.parity
+    assert parity["passed"] and all(entry["min_cosine"] >= 0.99 for entry in parity["summary"].values())
+    assert [e["name"] for e in parity["examples"]] == ["single click", "two clicks on one object", "box", "two objects",
+                                                       "four boxes"]
+    assert all(e["passed"] and e["mask_iou"] >= 0.95 for e in parity["examples"])
+    tracking = parity["tracking"]
+    assert tracking["frames"] == TEST_GATE_FRAMES and tracking["objects"] == 2 and tracking["passed"]
+    assert tracking["mean_iou"] >= 0.95 and tracking["min_iou"] >= 0.85 and tracking["presence_agreement"] >= 0.99
+
+
+def test_verify_checks_the_gates_again_from_the_manifest(onnx_int8, data_dir):
+    report = verify_bundle(onnx_int8.path, data_dir=data_dir)
+    assert report.passed and len(report.examples) == 5 and report.tracking["passed"]
+    table = report.table()
+    assert "documentation example 'box'" in table and f"tracking 2 objects x {TEST_GATE_FRAMES} frames" in table
+
+
+def test_int8_bundles_run_in_the_cli_runtime(onnx_int8, data_dir, tmp_path):
+    out = tmp_path / "seg"
+    done = subprocess.run([sys.executable, "-m", "edgetam_export", "segment", str(data_dir / "images" / "truck.jpg"),
+                           "--bundle", str(onnx_int8.path), "--point", "500,375", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["masks"]
+    info = subprocess.run([sys.executable, "-m", "edgetam_export", "info", str(onnx_int8.path)], capture_output=True, text=True)
+    assert info.returncode == 0 and "min cosine" in info.stdout and "tracking gate: 2 objects" in info.stdout
+
+
+def test_executorch_int8_stage_is_quantized_by_xnnpack(tiny_reference, tiny_shapes, tiny_cases, tiny_bundles, tmp_path):
+    """PT2E with XNNPACK's quantizer on the tiny memory attention (dynamic int8 linears: no calibration): a
+    smaller program whose linears run as XNNPACK int8 partitions, within the gate of the fp32 reference."""
+    from edgetam_export.runtime.runners.executorch import ExecuTorchRunner
+
+    spec = STAGES["memory_attention"].spec(tiny_shapes)
+    program = export_program(STAGES["memory_attention"].build(tiny_reference.video_model, tiny_shapes), spec)
+    recipe = load_recipe("executorch-xnnpack-int8")
+    facts = get_backend("executorch").lower(program, spec, recipe, tmp_path / "int8.pte", StageQuantization("int8-dynamic", []))
+    assert facts["quantization"] == "int8-dynamic" and facts["delegated_partitions"] >= 1
+    fp32 = tiny_bundles["executorch-xnnpack-fp32"].manifest.stages["memory_attention"]
+    assert fp32.spec == spec and (tmp_path / "int8.pte").stat().st_size < 0.6 * fp32.size_bytes
+    runner = ExecuTorchRunner(tmp_path / "int8.pte", spec)
+    for case in (c for c in tiny_cases if c.stage == "memory_attention"):
+        expected = STAGES["memory_attention"].upstream(tiny_reference.video_model, tiny_shapes, case.inputs)
+        got = runner.run({k: v.numpy() for k, v in case.inputs.items()})
+        result = compare_output("memory_attention", case.label, "conditioned_features",
+                                expected["conditioned_features"].numpy(), got["conditioned_features"], recipe.parity)
+        assert result.passed and result.cosine < 1.0, result.failures
+
+
+class Weighted(torch.nn.Module):
+    """A convolution and a linear layer big enough to be compressed (2048 weights or more)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(32, 64, 3, padding=1)
+        self.linear = torch.nn.Linear(64, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(("scheme", "target"), [("int8-weights", "iOS17"), ("int8-weights", "iOS18"),
+                                                ("palettized-6bit", "iOS18")])
+def test_compressed_core_ml_weights_are_interpreted(scheme, target, tmp_path):
+    """The MIL interpreter expands constexpr weights itself (NumPy, not coremltools) and agrees with coremltools'
+    own expansion; the compressed program stays within the cosine gate of the fp16 one."""
+    import coremltools as ct
+
+    torch.manual_seed(0)
+    module, inputs = Weighted(), (torch.randn(1, 32, 16, 16),)
+    plain = _convert(module, inputs, tmp_path / "plain.mlpackage", precision="fp16", target=target)
+    recipe = dataclasses.replace(load_recipe("coreml-int8"), deployment_target=target)
+    compressed = compress_weights(ct.models.MLModel(str(plain), skip_model_load=True), scheme, recipe)
+    compressed.save(str(tmp_path / "compressed.mlpackage"))
+    interpreter = MILInterpreter(tmp_path / "compressed.mlpackage")
+    constexpr = [op for op in interpreter.function.operations if op.op_type.startswith("constexpr_")]
+    assert constexpr, "no compressed weights in the program"
+    for op in constexpr:
+        ours = OPS[op.op_type](op, lambda key, default=None, op=op: op.inputs[key].val if key in op.inputs else default)
+        np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(op.materialized_val_inference(), np.float32),
+                                   atol=1e-4, rtol=1e-3)
+    feed = {"in0": inputs[0].numpy()}
+    got = next(iter(interpreter.run(feed).values())).astype(np.float64).ravel()
+    expected = next(iter(MILInterpreter(plain).run(feed).values())).astype(np.float64).ravel()
+    assert got @ expected / np.linalg.norm(got) / np.linalg.norm(expected) > 0.99
+
+
+def test_palettization_needs_ios18(tmp_path):
+    import coremltools as ct
+
+    plain = _convert(Weighted(), (torch.randn(1, 32, 8, 8),), tmp_path / "plain.mlpackage", precision="fp16")
+    with pytest.raises(EdgeTamExportError, match="needs deployment_target iOS18"):
+        compress_weights(ct.models.MLModel(str(plain), skip_model_load=True), "palettized-6bit", load_recipe("coreml-int8"))
+
+
+def test_report_sets_reduced_precision_against_float_and_transformers():
+    from edgetam_export.bench import EAGER
+    from edgetam_export.bench_report import reduced_precision
+
+    def bundle(name: str, quantization: dict, sizes: dict, fallback: str | None = None) -> dict:
+        artifacts = {stage: {"size_bytes": size} | ({"quantization": quantization[stage]} if stage in quantization else {})
+                     for stage, size in sizes.items()}
+        if fallback:
+            artifacts[fallback]["quantization_fallback"] = "int8-static failed the gate: cosine 0.98 < 0.99"
+        parity = {"summary": {stage: {"min_cosine": 0.995, "min_psnr_db": 31.0} for stage in sizes},
+                  "tracking": {"objects": 2, "frames": 200, "mean_iou": 0.97, "min_iou": 0.9, "presence_agreement": 1.0,
+                               "min_logit_psnr_db": 30.0}} if quantization else {}
+        return {"runtime": name, "recipe": {"backend": "onnx", "delegate": None, "quantization": quantization},
+                "artifacts": artifacts, "parity": parity}
+
+    fp32 = bundle("onnx-fp32", {}, {"image_encoder": 20e6, "memory_attention": 6e6})
+    int8 = bundle("onnx-int8", {"memory_attention": "int8-dynamic"}, {"image_encoder": 20e6, "memory_attention": 1.5e6},
+                  fallback="image_encoder")
+    by_stage = {"image_encoder": {"onnx-fp32": {"p50_ms": 200.0}, "onnx-int8": {"p50_ms": 198.0}},
+                "memory_attention": {"onnx-fp32": {"p50_ms": 400.0}, "onnx-int8": {"p50_ms": 300.0}}}
+    fps = {EAGER: {1: {"fps": 1.0}, 4: {"fps": 0.4}}, "onnx-int8": {1: {"fps": 1.3}, 4: {"fps": 1.3}}}
+    lines, targets = reduced_precision({"bundles": [fp32, int8]}, by_stage, fps)
+    assert "| onnx-int8 | memory_attention | int8-dynamic | 1.5 (0.25x) | 300.0 (0.75x) | 0.99500 | 31.0 |" in lines
+    assert any("float (fallback: int8-static failed the gate: cosine 0.98 < 0.99)" in line for line in lines)
+    assert any("tracking gate, 2 objects x 200 frames" in line for line in lines)
+    assert targets == [
+        "- onnx-int8: image encoder at 0.99x the latency of onnx-fp32 (target at most 0.5x): **missed**",
+        "- onnx-int8: artifacts 83% of onnx-fp32's size (target at most 30%): **missed**",
+        "- best reduced-precision bundle, 1 object(s): onnx-int8 at 1.30x transformers' video FPS (target at least 3x): **missed**",
+        "- best reduced-precision bundle, 4 object(s): onnx-int8 at 3.25x transformers' video FPS (target at least 3x): **met**",
+    ]
