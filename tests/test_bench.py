@@ -100,6 +100,7 @@ def test_report_ratios_come_from_the_results(results, tmp_path):
     text = report.read_text()
     assert (tmp_path / "REPORT-latency_per_stage.png").stat().st_size > 1000
     assert (tmp_path / "REPORT-fps_vs_objects.png").stat().st_size > 1000
+    assert (tmp_path / "REPORT-speed_vs_quality.png").stat().st_size > 1000 and "![speed and quality]" in text
     eager = next(r for r in results["stages"] if r["stage"] == "image_encoder" and r["runtime"] == EAGER)
     other = next(r for r in results["stages"] if r["stage"] == "image_encoder" and r["runtime"] == "onnx-fp32")
     assert f"{eager['p50_ms'] / other['p50_ms']:.2f}x" in text

@@ -125,12 +125,12 @@ def test_failed_export_leaves_no_bundle_and_keeps_the_old_one(tiny_reference, ti
 
     calls = []
 
-    def broken_lower(self, program, spec, recipe, artifact):
+    def broken_lower(self, program, spec, recipe, artifact, quantization=None):
         calls.append(spec.name)
         if spec.name == "memory_encoder":
             artifact.write_bytes(b"half written")
             raise RuntimeError("simulated crash while lowering")
-        return original(self, program, spec, recipe, artifact)
+        return original(self, program, spec, recipe, artifact, quantization)
 
     original = OnnxBackend.lower
     monkeypatch.setattr(OnnxBackend, "lower", broken_lower)

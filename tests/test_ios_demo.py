@@ -69,7 +69,7 @@ def test_app_project_packages_workflow_and_readme_agree():
     assert {"EdgeTAMDemoApp", "PhotoView", "VideoView", "CameraView", "BenchmarkView", "AppModel"} <= set(swift)
     imported = {m for text in swift.values() for m in re.findall(r"^import (\w+)", text, re.M)}
     apple = {"SwiftUI", "UIKit", "PhotosUI", "AVFoundation", "CoreGraphics", "CoreVideo", "CoreTransferable",
-             "Foundation", "Observation"}
+             "Foundation", "Observation", "UniformTypeIdentifiers"}
     assert imported - apple == {"EdgeTAMCore", "EdgeTAMCoreML", "EdgeTAMExecuTorch"}
     assert "/ios_demo/EdgeTAMDemo/Bundle/" in (REPO / ".gitignore").read_text()
 

@@ -15,7 +15,6 @@ struct PhotoView: View {
     @State private var negative = false
     @State private var overlay: CGImage?
     @State private var timing = ""
-    @State private var dragStart: CGPoint?
 
     var body: some View {
         NavigationStack {
@@ -30,11 +29,8 @@ struct PhotoView: View {
                                 .onEnded { value in
                                     if case let .second(_, tap?) = value { add(click: fit.pixel(tap.location), positive: false) }
                                 })
-                            .simultaneousGesture(DragGesture(minimumDistance: 12).onChanged { value in
-                                if dragStart == nil { dragStart = value.startLocation }
-                            }.onEnded { value in
+                            .simultaneousGesture(DragGesture(minimumDistance: 12).onEnded { value in
                                 let a = fit.pixel(value.startLocation), b = fit.pixel(value.location)
-                                dragStart = nil
                                 setBox(Box(x0: min(a.x, b.x), y0: min(a.y, b.y), x1: max(a.x, b.x), y1: max(a.y, b.y)))
                             })
                     }

@@ -2,6 +2,7 @@ import AVFoundation
 import CoreTransferable
 import EdgeTAMCore
 import UIKit
+import UniformTypeIdentifiers
 
 /// A video file's frames, decoded on demand (`AVAssetImageGenerator`, exact times) and scaled to at most
 /// 1280 pixels on the long side; the tracker reads each frame once as it goes.
