@@ -16,7 +16,7 @@ from edgetam_export.backends import get_backend
 from edgetam_export.backends.base import StageQuantization
 from edgetam_export.backends.coreml import compress_weights
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.export import check_quantization, export_bundle, export_program, stage_to_fall_back, verify_bundle
+from edgetam_export.export import check_quantization, export_bundle, export_program, stage_to_fall_back
 from edgetam_export.parity import OutputParity, ParityReport, compare_output
 from edgetam_export.recipes import ParityThresholds, available_recipes, load_recipe, recipe_from_dict
 from edgetam_export.runtime.mil_interpreter import OPS, MILInterpreter
@@ -119,11 +119,20 @@ def test_onnx_int8_bundle_quantizes_and_passes_every_gate(onnx_int8, tiny_bundle
     assert tracking["mean_iou"] >= 0.95 and tracking["min_iou"] >= 0.85 and tracking["presence_agreement"] >= 0.99
 
 
-def test_verify_checks_the_gates_again_from_the_manifest(onnx_int8, data_dir):
-    report = verify_bundle(onnx_int8.path, data_dir=data_dir)
-    assert report.passed and len(report.examples) == 5 and report.tracking["passed"]
+def test_gates_are_printed_beside_the_stage_table():
+    report = _report([OutputParity("memory_attention", "c", "conditioned_features", [1], [1], max_abs=0.1, cosine=0.995,
+                                   psnr_db=40.0)])
+    report.examples = [{"name": "box", "mask_iou": 0.97, "worst_single_mask_iou": 0.9, "passed": True},
+                       {"name": "single click", "mask_iou": 0.94, "worst_single_mask_iou": 0.9, "passed": False}]
+    report.tracking = {"objects": 2, "frames": 200, "mean_iou": 0.97, "min_iou": 0.9, "presence_agreement": 1.0,
+                       "failures": [], "passed": True}
     table = report.table()
-    assert "documentation example 'box'" in table and f"tracking 2 objects x {TEST_GATE_FRAMES} frames" in table
+    assert "documentation example 'box': mask IoU 0.9700 (worst single mask 0.9000)  yes" in table
+    assert "documentation example 'single click': mask IoU 0.9400" in table and table.count("  NO") == 1
+    assert "tracking 2 objects x 200 frames: mean IoU 0.9700, min IoU 0.9000, presence agreement 100.00%  yes" in table
+    report.thresholds = ParityThresholds(min_cosine=0.99, min_example_iou=0.95)
+    assert not report.passed and report.failures == ["documentation example 'single click': mask IoU 0.9400 < 0.95"]
+    assert report.gates_json() == {"examples": report.examples, "tracking": report.tracking}
 
 
 def test_int8_bundles_run_in_the_cli_runtime(onnx_int8, data_dir, tmp_path):

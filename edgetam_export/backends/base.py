@@ -36,14 +36,8 @@ class Backend(ABC):
     schemes: frozenset[str] = frozenset()
 
     @abstractmethod
-    def lower(
-        self,
-        program: ExportedProgram,
-        spec: StageSpec,
-        recipe: Recipe,
-        artifact: Path,
-        quantization: StageQuantization | None = None,
-    ) -> dict:
+    def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path,
+              quantization: StageQuantization | None = None) -> dict:
         """Write the artifact of one stage, in float or quantized; return backend facts for the manifest
         (delegation, opset, the quantization applied...)."""
 

@@ -44,14 +44,8 @@ class CoreMLBackend(Backend):
     suffix = ".mlpackage"
     schemes = frozenset({"int8-weights", "palettized-6bit"})
 
-    def lower(
-        self,
-        program: ExportedProgram,
-        spec: StageSpec,
-        recipe: Recipe,
-        artifact: Path,
-        quantization: StageQuantization | None = None,
-    ) -> dict:
+    def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path,
+              quantization: StageQuantization | None = None) -> dict:
         import coremltools as ct
 
         target = coreml_target(recipe)

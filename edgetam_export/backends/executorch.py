@@ -34,14 +34,8 @@ class ExecuTorchBackend(Backend):
     suffix = ".pte"
     schemes = frozenset({"int8-static", "int8-dynamic"})
 
-    def lower(
-        self,
-        program: ExportedProgram,
-        spec: StageSpec,
-        recipe: Recipe,
-        artifact: Path,
-        quantization: StageQuantization | None = None,
-    ) -> dict:
+    def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path,
+              quantization: StageQuantization | None = None) -> dict:
         from executorch.exir import to_edge_transform_and_lower
 
         if recipe.delegate not in DELEGATES:

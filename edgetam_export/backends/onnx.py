@@ -24,14 +24,8 @@ class OnnxBackend(Backend):
     suffix = ".onnx"
     schemes = frozenset({"int8-static", "int8-dynamic"})
 
-    def lower(
-        self,
-        program: ExportedProgram,
-        spec: StageSpec,
-        recipe: Recipe,
-        artifact: Path,
-        quantization: StageQuantization | None = None,
-    ) -> dict:
+    def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path,
+              quantization: StageQuantization | None = None) -> dict:
         import onnx
         import torch
 

@@ -84,23 +84,20 @@ public final class CoreMLStageRunner: StageRunner, @unchecked Sendable {
     }
 
     static func multiArray(_ tensor: Tensor, dtype: DType) throws -> MLMultiArray {
-        let shape = tensor.shape.map { NSNumber(value: $0) }
         switch dtype {
-        case .float32:
-            let array = try MLMultiArray(shape: shape, dataType: .float32)
-            let strides = array.strides.map(\.intValue)
-            array.withUnsafeMutableBytes { raw, _ in
-                Tensor.write(tensor.floats, shape: tensor.shape, into: raw.bindMemory(to: Float.self), strides: strides)
-            }
-            return array
-        case .int32:
-            let array = try MLMultiArray(shape: shape, dataType: .int32)
-            let strides = array.strides.map(\.intValue)
-            array.withUnsafeMutableBytes { raw, _ in
-                Tensor.write(tensor.ints, shape: tensor.shape, into: raw.bindMemory(to: Int32.self), strides: strides)
-            }
-            return array
+        case .float32: try filled(tensor.floats, shape: tensor.shape, dataType: .float32)
+        case .int32: try filled(tensor.ints, shape: tensor.shape, dataType: .int32)
         }
+    }
+
+    /// A new array of `dataType` (whose scalars are `Element`) holding `values`, written with Core ML's strides.
+    static func filled<Element>(_ values: [Element], shape: [Int], dataType: MLMultiArrayDataType) throws -> MLMultiArray {
+        let array = try MLMultiArray(shape: shape.map { NSNumber(value: $0) }, dataType: dataType)
+        let strides = array.strides.map(\.intValue)
+        array.withUnsafeMutableBytes { raw, _ in
+            Tensor.write(values, shape: shape, into: raw.bindMemory(to: Element.self), strides: strides)
+        }
+        return array
     }
 
     static func tensor(_ array: MLMultiArray) -> Tensor {
