@@ -26,7 +26,7 @@ from tests.test_coreml import _convert
 
 QUANTIZED_RECIPES = [name for name in available_recipes() if load_recipe(name).quantization]
 #: Tracking-gate frames in the tests (the recipes gate on all 200 frames of the clip; benchmarks run that).
-TEST_GATE_FRAMES = 10
+TEST_GATE_FRAMES = 6
 
 
 @pytest.fixture(scope="module")
