@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from edgetam_export.parity import mask_iou
 from edgetam_export.recipes import TrackingGate
@@ -58,7 +57,8 @@ class ExampleParity:
 def check_examples(reference: Reference, bundle_path: Path, data_dir: Path, min_iou: float) -> list[ExampleParity]:
     """Every documentation example: each mask of each object at the image's size, bundle vs reference."""
     predictor = EdgeTamPredictor.from_bundle(bundle_path)
-    images = {name: Image.open(data_dir / "images" / f"{name}.jpg").convert("RGB") for name in ("truck", "groceries")}
+    names = ("truck", "groceries")
+    images = dict(zip(names, load_images([data_dir / "images" / f"{name}.jpg" for name in names])))
     results = []
     for example in DOC_EXAMPLES:
         image = images[example.image]
@@ -97,12 +97,11 @@ def check_tracking(reference: Reference, bundle_path: Path, data_dir: Path, gate
     frames = load_images(bedroom_frames(data_dir)[: gate.frames])
     tracker = EdgeTamTracker.from_bundle(bundle_path)
     parity = compare_tracking(reference, tracker, frames, tracking_gate_script(gate.objects))
-    ious = np.array([v for entry in parity.ious for v in entry.values()])
     figures = {
         "frames": len(frames),
         "objects": gate.objects,
-        "mean_iou": float(ious.mean()),
-        "min_iou": float(ious.min()),
+        "mean_iou": float(np.mean([v for entry in parity.ious for v in entry.values()])),
+        "min_iou": parity.min_iou,
         "presence_agreement": parity.presence_agreement,
         "min_logit_psnr_db": round(parity.min_logit_psnr, 2),
     }
