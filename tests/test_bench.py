@@ -121,12 +121,16 @@ def _with(results: dict, stage: str, runtime: str, **values) -> dict:
     return changed
 
 
+def _targets(document: dict) -> list[str]:
+    by_stage: dict = {}
+    for row in document["stages"]:
+        by_stage.setdefault(row["stage"], {})[row["runtime"]] = row
+    return targets(document, by_stage, {})
+
+
 def test_targets_are_met_missed_or_invalid_as_the_numbers_say(results):
     def encoder_line(document: dict) -> str:
-        by_stage: dict = {}
-        for row in document["stages"]:
-            by_stage.setdefault(row["stage"], {})[row["runtime"]] = row
-        return next(line for line in targets(document, by_stage, {}) if line.startswith("- image encoder at"))
+        return next(line for line in _targets(document) if line.startswith("- image encoder at"))
 
     def encoder_at(onnx: float, xnnpack: float) -> str:
         changed = _with(results, "image_encoder", "onnx-fp32", fraction_of_peak=onnx)
@@ -138,6 +142,17 @@ def test_targets_are_met_missed_or_invalid_as_the_numbers_say(results):
     assert "146%" in above and "**invalid" in above and "**met**" not in above
     assert verdict(True, 1.01).startswith("**invalid") and verdict(True, 1.0) == "**met**"
     assert verdict(False) == "**missed**"
+
+
+def test_float_targets_leave_reduced_precision_bundles_out(results):
+    """An int8 stage is not equal work: it is never the 'best exported' float runtime nor a share of the fp32 peak."""
+    doctored = copy.deepcopy(results)
+    int8 = copy.deepcopy(next(b for b in doctored["bundles"] if b["runtime"] == "onnx-fp32"))
+    int8["runtime"], int8["recipe"]["quantization"] = "onnx-int8", {"image_encoder": "int8-static"}
+    doctored["bundles"].append(int8)
+    doctored["stages"] += [row | {"runtime": "onnx-int8", "p50_ms": 1e-3, "fraction_of_peak": 0.99}
+                           for row in results["stages"] if row["runtime"] == "onnx-fp32"]
+    assert _targets(doctored) == _targets(results)
 
 
 def test_marginal_object_cost():

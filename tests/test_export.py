@@ -48,15 +48,19 @@ def test_bundle_manifest_describes_everything(tiny_bundles, tiny_reference, reci
 HEAVY_OPERATORS = ("convolution", "mm", "bmm", "addmm", "linear", "matmul", "baddbmm")
 
 
+def heavy_operators_on_portable_kernels(facts: dict) -> list[str]:
+    """The FLOP-carrying operators an XNNPACK-delegated stage left to portable kernels (its manifest facts)."""
+    assert facts["delegate"] == "xnnpack" and facts["delegated_partitions"] >= 1
+    kinds = facts["portable_op_kinds"]
+    assert sum(kinds.values()) == facts["portable_ops"]
+    return [k for k in kinds if k.split(".")[1 if k.startswith("aten.") else 0] in HEAVY_OPERATORS]
+
+
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_executorch_xnnpack_runs_every_matmul_and_convolution(tiny_bundles, stage):
     """XNNPACK takes every operator that carries FLOPs; what stays on portable kernels is glue (LayerNorm,
     views, copies: ExecuTorch 1.5.1's XNNPACK partitioner takes no LayerNorm), listed in the manifest."""
-    facts = tiny_bundles["executorch-xnnpack-fp32"].manifest.stages[stage].backend
-    assert facts["delegate"] == "xnnpack" and facts["delegated_partitions"] >= 1
-    kinds = facts["portable_op_kinds"]
-    assert sum(kinds.values()) == facts["portable_ops"]
-    heavy = [k for k in kinds if k.split(".")[1 if k.startswith("aten.") else 0] in HEAVY_OPERATORS]
+    heavy = heavy_operators_on_portable_kernels(tiny_bundles["executorch-xnnpack-fp32"].manifest.stages[stage].backend)
     assert heavy == [], f"{stage}: {heavy} run on portable kernels"
 
 

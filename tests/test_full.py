@@ -1,6 +1,14 @@
-"""The full-size EdgeTAM configuration, exported and verified once per backend (minutes on 2 cores)."""
+"""The full-size EdgeTAM configuration, exported and verified once per backend family (minutes on 2 cores).
+
+Each family exports its reduced-precision recipe: the quantized stages are held to the recipe's gates (stage
+cosine, documentation examples) and the stages it keeps in float to the float recipe's PSNR floor, so one
+export per family proves both precisions at full size. The tracking gate runs on the tiny int8 bundle in
+test_quantization and over all 200 frames in the benchmark exports (`benchmarks/run.py`).
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -9,7 +17,19 @@ from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
 from edgetam_export.stages.registry import STAGES
 
+from tests.test_export import heavy_operators_on_portable_kernels
+
 pytestmark = pytest.mark.full
+
+#: int8 recipe -> (its float recipe, the stages quantized here). ExecuTorch quantizes its dynamic-int8 stages
+#: only: XNNPACK's static-int8 lowering of the full-size image encoder alone takes about 330 s here. ONNX leaves
+#: out the image encoder, whose int8 version fails the documentation-example gate on these weights and falls back
+#: (benchmarks/NOTES.md; the fall back itself is tested on the tiny bundle). Core ML keeps every stage int8.
+FULL_CASES = {
+    "executorch-xnnpack-int8": ("executorch-xnnpack-fp32", ("prompt_decoder", "memory_attention")),
+    "onnx-int8": ("onnx-fp32", ("prompt_decoder", "memory_encoder", "memory_attention")),
+    "coreml-int8": ("coreml-fp16", tuple(STAGES)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +39,15 @@ def full_reference():
 
 # executorch-coreml-fp16 shares coreml-fp16's Core ML conversion; its full size is measured by hand
 # (about 140 s) to keep CI within its time budget, and its tiny bundle is verified in test_coreml.
-@pytest.mark.parametrize("recipe_name", ["executorch-xnnpack-fp32", "onnx-fp32", "coreml-fp16"])
-def test_full_size_export_passes_parity(full_reference, recipe_name, tmp_path, data_dir):
-    recipe = load_recipe(recipe_name)
+@pytest.mark.parametrize("recipe_name", list(FULL_CASES))
+def test_full_size_export_passes_parity_and_gates(full_reference, recipe_name, tmp_path, data_dir):
+    float_recipe, quantized = FULL_CASES[recipe_name]
+    shipped = load_recipe(recipe_name)
+    recipe = dataclasses.replace(
+        shipped,
+        quantization={stage: shipped.quantization[stage] for stage in quantized},
+        tracking_gate=None,
+    )
     bundle = export_bundle(full_reference, recipe, tmp_path / recipe_name, data_dir=data_dir)
     shapes = bundle.manifest.shapes
     # On Linux the Core ML bundle is checked by the MIL interpreter (fp16 rounded per operation).
@@ -29,6 +55,15 @@ def test_full_size_export_passes_parity(full_reference, recipe_name, tmp_path, d
     assert bundle.spec("image_encoder").outputs[2].shape == (1, 32, 256, 256)
     parity = bundle.manifest.parity
     assert parity["passed"]
+    floor = load_recipe(float_recipe).parity.min_psnr_db
     for stage in STAGES:
-        assert parity["summary"][stage]["min_psnr_db"] >= recipe.parity.min_psnr_db
+        facts, quality = bundle.manifest.stages[stage].backend, parity["summary"][stage]
+        assert "quantization_fallback" not in facts, facts
+        if bundle.backend == "executorch":  # int8 or not, XNNPACK runs every matmul and convolution
+            assert heavy_operators_on_portable_kernels(facts) == [], (stage, facts)
+        if stage in quantized:
+            assert facts["quantization"] == recipe.quantization[stage] and quality["min_cosine"] >= 0.99
+        else:
+            assert "quantization" not in facts and quality["min_psnr_db"] >= floor, (stage, quality)
     assert parity["summary"]["prompt_decoder"]["min_mask_iou"] >= recipe.parity.min_mask_iou
+    assert len(parity["examples"]) == 5 and all(example["passed"] for example in parity["examples"])

@@ -20,9 +20,10 @@ from edgetam_export.export import check_quantization, export_bundle, export_prog
 from edgetam_export.parity import OutputParity, ParityReport, compare_output
 from edgetam_export.recipes import ParityThresholds, available_recipes, load_recipe, recipe_from_dict
 from edgetam_export.runtime.mil_interpreter import OPS, MILInterpreter
-from edgetam_export.stages.registry import STAGES
+from edgetam_export.stages.spec import OBJECTS, StageSpec, TensorSpec
 
 from tests.test_coreml import _convert
+from tests.test_export import heavy_operators_on_portable_kernels
 
 QUANTIZED_RECIPES = [name for name in available_recipes() if load_recipe(name).quantization]
 #: Tracking-gate frames in the tests (the recipes gate on all 200 frames of the clip; benchmarks run that).
@@ -147,27 +148,6 @@ def test_int8_bundles_run_in_the_cli_runtime(onnx_int8, data_dir, tmp_path):
     assert info.returncode == 0 and "min cosine" in info.stdout and "tracking gate: 2 objects" in info.stdout
 
 
-def test_executorch_int8_stage_is_quantized_by_xnnpack(tiny_reference, tiny_shapes, tiny_cases, tiny_bundles, tmp_path):
-    """PT2E with XNNPACK's quantizer on the tiny memory attention (dynamic int8 linears: no calibration): a
-    smaller program whose linears run as XNNPACK int8 partitions, within the gate of the fp32 reference."""
-    from edgetam_export.runtime.runners.executorch import ExecuTorchRunner
-
-    spec = STAGES["memory_attention"].spec(tiny_shapes)
-    program = export_program(STAGES["memory_attention"].build(tiny_reference.video_model, tiny_shapes), spec)
-    recipe = load_recipe("executorch-xnnpack-int8")
-    facts = get_backend("executorch").lower(program, spec, recipe, tmp_path / "int8.pte", StageQuantization("int8-dynamic", []))
-    assert facts["quantization"] == "int8-dynamic" and facts["delegated_partitions"] >= 1
-    fp32 = tiny_bundles["executorch-xnnpack-fp32"].manifest.stages["memory_attention"]
-    assert fp32.spec == spec and (tmp_path / "int8.pte").stat().st_size < 0.6 * fp32.size_bytes
-    runner = ExecuTorchRunner(tmp_path / "int8.pte", spec)
-    for case in (c for c in tiny_cases if c.stage == "memory_attention"):
-        expected = STAGES["memory_attention"].upstream(tiny_reference.video_model, tiny_shapes, case.inputs)
-        got = runner.run({k: v.numpy() for k, v in case.inputs.items()})
-        result = compare_output("memory_attention", case.label, "conditioned_features",
-                                expected["conditioned_features"].numpy(), got["conditioned_features"], recipe.parity)
-        assert result.passed and result.cosine < 1.0, result.failures
-
-
 class Weighted(torch.nn.Module):
     """A convolution and a linear layer big enough to be compressed (2048 weights or more)."""
 
@@ -178,6 +158,40 @@ class Weighted(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+#: The toy model's contract, with an objects axis as the stages have (exported as a dynamic dimension).
+TOY_SPEC = StageSpec("toy", "conv + linear", (TensorSpec("x", (OBJECTS, 32, 16, 16), "float32", "input"),),
+                     (TensorSpec("y", (OBJECTS, 128), "float32", "output"),), max_objects=4)
+
+
+@pytest.mark.parametrize("scheme", ["int8-static", "int8-dynamic"])
+def test_executorch_int8_is_lowered_to_xnnpack_int8_kernels(scheme, tmp_path):
+    """PT2E with XNNPACK's quantizer through the backend's `lower`: static (ranges from calibration inputs,
+    convolution and linear) and dynamic (linear layers, no calibration needed); a program smaller than fp32,
+    every convolution and matmul delegated, outputs within the cosine gate of the float module."""
+    from edgetam_export.runtime.runners.executorch import ExecuTorchRunner
+
+    torch.manual_seed(0)
+    module = Weighted().eval()
+    calibration = [{"x": torch.randn(2, 32, 16, 16)} for _ in range(4)] if scheme == "int8-static" else []
+    recipe, backend = load_recipe("executorch-xnnpack-int8"), get_backend("executorch")
+    program = export_program(module, TOY_SPEC)
+    backend.lower(program, TOY_SPEC, recipe, tmp_path / "fp32.pte")
+    facts = backend.lower(program, TOY_SPEC, recipe, tmp_path / "int8.pte", StageQuantization(scheme, calibration))
+    assert facts["quantization"] == scheme
+    assert heavy_operators_on_portable_kernels(facts) == []
+    # Static: every weight in int8; dynamic: the linear layer's only.
+    limit = 0.5 if scheme == "int8-static" else 0.9
+    assert (tmp_path / "int8.pte").stat().st_size < limit * (tmp_path / "fp32.pte").stat().st_size
+    x = torch.randn(3, 32, 16, 16)
+    got = ExecuTorchRunner(tmp_path / "int8.pte", TOY_SPEC).run({"x": x.numpy()})["y"]
+    with torch.no_grad():
+        expected = module(x).numpy()
+    assert compare_output("toy", "random", "y", expected, got, recipe.parity).passed
+    if scheme == "int8-static":
+        with pytest.raises(EdgeTamExportError, match="static int8 needs calibration inputs"):
+            backend.lower(program, TOY_SPEC, recipe, tmp_path / "x.pte", StageQuantization(scheme, []))
 
 
 @pytest.mark.parametrize(("scheme", "target"), [("int8-weights", "iOS17"), ("int8-weights", "iOS18"),
