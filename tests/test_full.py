@@ -1,8 +1,8 @@
 """The full-size EdgeTAM configuration, exported and verified once per backend family (minutes on 2 cores).
 
-Each family exports its reduced-precision recipe: the quantized stages are held to the recipe's gates (stage
-cosine, documentation examples) and the stages it keeps in float to the float recipe's PSNR floor, so one
-export per family proves both precisions at full size. The tracking gate runs on the tiny int8 bundle in
+ONNX and Core ML export their int8 recipes: the quantized stages are held to the recipe's gates (stage cosine,
+documentation examples) and the stages kept in float to the float recipe's PSNR floor, so one export per family
+proves both precisions at full size. The tracking gate runs on the tiny int8 bundle in
 test_quantization and over all 200 frames in the benchmark exports (`benchmarks/run.py`).
 """
 
@@ -21,12 +21,13 @@ from tests.test_export import heavy_operators_on_portable_kernels
 
 pytestmark = pytest.mark.full
 
-#: int8 recipe -> (its float recipe, the stages quantized here). ExecuTorch quantizes its dynamic-int8 stages
-#: only: XNNPACK's static-int8 lowering of the full-size image encoder alone takes about 330 s here. ONNX leaves
-#: out the image encoder, whose int8 version fails the documentation-example gate on these weights and falls back
-#: (benchmarks/NOTES.md; the fall back itself is tested on the tiny bundle). Core ML keeps every stage int8.
+#: recipe -> (its float recipe, the stages quantized here). ONNX leaves out the image encoder, whose int8 version
+#: fails the documentation-example gate on these weights and falls back (benchmarks/NOTES.md; the fall back itself
+#: is tested on the tiny bundle); Core ML keeps every stage int8. ExecuTorch runs its fp32 recipe here: its int8
+#: case (decoder and memory attention dynamic int8) passed at full size in 324-338 s, over CI's time budget, so
+#: XNNPACK's int8 lowering is tested on a small model (test_quantization), static and dynamic.
 FULL_CASES = {
-    "executorch-xnnpack-int8": ("executorch-xnnpack-fp32", ("prompt_decoder", "memory_attention")),
+    "executorch-xnnpack-fp32": ("executorch-xnnpack-fp32", ()),
     "onnx-int8": ("onnx-fp32", ("prompt_decoder", "memory_encoder", "memory_attention")),
     "coreml-int8": ("coreml-fp16", tuple(STAGES)),
 }
@@ -66,4 +67,5 @@ def test_full_size_export_passes_parity_and_gates(full_reference, recipe_name, t
         else:
             assert "quantization" not in facts and quality["min_psnr_db"] >= floor, (stage, quality)
     assert parity["summary"]["prompt_decoder"]["min_mask_iou"] >= recipe.parity.min_mask_iou
-    assert len(parity["examples"]) == 5 and all(example["passed"] for example in parity["examples"])
+    if recipe.parity.min_example_iou is not None:
+        assert len(parity["examples"]) == 5 and all(example["passed"] for example in parity["examples"])

@@ -27,7 +27,7 @@ from tests.test_export import heavy_operators_on_portable_kernels
 
 QUANTIZED_RECIPES = [name for name in available_recipes() if load_recipe(name).quantization]
 #: Tracking-gate frames in the tests (the recipes gate on all 200 frames of the clip; benchmarks run that).
-TEST_GATE_FRAMES = 6
+TEST_GATE_FRAMES = 4
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +137,7 @@ def test_gates_are_printed_beside_the_stage_table():
 
 
 def test_int8_bundles_run_in_the_cli_runtime(onnx_int8, data_dir, tmp_path):
+    """`segment`, `info` and `track` on an int8 bundle, as on a float one."""
     out = tmp_path / "seg"
     done = subprocess.run([sys.executable, "-m", "edgetam_export", "segment", str(data_dir / "images" / "truck.jpg"),
                            "--bundle", str(onnx_int8.path), "--point", "500,375", "--out", str(out)],
@@ -146,6 +147,16 @@ def test_int8_bundles_run_in_the_cli_runtime(onnx_int8, data_dir, tmp_path):
     assert result["masks"]
     info = subprocess.run([sys.executable, "-m", "edgetam_export", "info", str(onnx_int8.path)], capture_output=True, text=True)
     assert info.returncode == 0 and "min cosine" in info.stdout and "tracking gate: 2 objects" in info.stdout
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for path in sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:2]:
+        (clip / path.name).write_bytes(path.read_bytes())
+    tracked = subprocess.run([sys.executable, "-m", "edgetam_export", "track", str(clip), "--bundle", str(onnx_int8.path),
+                              "--point", "0:1:210,350", "--out", str(tmp_path / "tracked")], capture_output=True, text=True)
+    assert tracked.returncode == 0, tracked.stderr[-2000:]
+    summary = json.loads((tmp_path / "tracked" / "summary.json").read_text())
+    assert summary["frames_tracked"] == 2 and summary["objects"] == [1]
+    assert len(list((tmp_path / "tracked" / "masks" / "1").iterdir())) == 2
 
 
 class Weighted(torch.nn.Module):
