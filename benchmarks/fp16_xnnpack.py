@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from edgetam_export.backends import get_backend
-from edgetam_export.bench import _objects, code_commit, machine, time_in_turns
+from edgetam_export.bench import code_commit, inputs_for_objects, machine, time_in_turns
 from edgetam_export.export import export_program
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
@@ -93,7 +93,7 @@ def main() -> None:
                 for precision, runner in runners.items():
                     got = runner.run({k: v.numpy() for k, v in case.inputs.items()})
                     quality[precision] += [cosine(value.numpy(), got[output]) for output, value in expected.items()]
-            feed = {k: v.numpy() for k, v in _objects(mine[-1].inputs, spec, 1).items()}
+            feed = {k: v.numpy() for k, v in inputs_for_objects(mine[-1].inputs, spec, 1).items()}
             timing = time_in_turns({p: (lambda r=r: r.run(feed)) for p, r in runners.items()}, warmup=2, runs=args.runs)
             for precision in runners:
                 finite = [c for c in quality[precision] if c is not None]

@@ -141,7 +141,7 @@ def count_flops(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> in
     return int(counter.get_total_flops())
 
 
-def _objects(inputs: dict[str, torch.Tensor], spec, count: int) -> dict[str, torch.Tensor]:
+def inputs_for_objects(inputs: dict[str, torch.Tensor], spec, count: int) -> dict[str, torch.Tensor]:
     """The inputs with the objects axis cut or tiled to `count` objects."""
     resized = {}
     for tensor in spec.inputs:
@@ -204,7 +204,7 @@ def bench_stages(
         spec = stage.spec(shapes)
         wrapper = stage.build(reference.video_model, shapes)
         for count in objects if spec.has_objects_axis() else (1,):
-            inputs = _objects(cases[name].inputs, spec, count)
+            inputs = inputs_for_objects(cases[name].inputs, spec, count)
             case = f"{cases[name].label}; timed with {count} object{'s' * (count > 1)}" if spec.has_objects_axis() \
                 else cases[name].label
             flops[f"{name}/{count}"] = count_flops(wrapper, tuple(inputs[n] for n in spec.input_names))
