@@ -310,7 +310,7 @@ def _check_gates(report: ParityReport, bundle: Bundle, reference: Reference, dat
     if recipe.tracking_gate is not None:
         gate = recipe.tracking_gate
         progress(f"gate: tracking {gate.objects} objects through {gate.frames} frames")
-        report.tracking = check_tracking(reference, bundle.path, data_dir, gate)
+        report.tracking = check_tracking(reference, bundle.path, data_dir, gate, progress)
 
 
 def runtime_description(bundle: Bundle, coreml_runtime: str | None = None) -> str:

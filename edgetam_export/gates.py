@@ -7,6 +7,7 @@ stage can keep a 0.99 cosine and still flip the masks users see, which only thes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from edgetam_export.parity import mask_iou
+from edgetam_export.progress import Progress
 from edgetam_export.recipes import TrackingGate
 from edgetam_export.reference import Reference
 from edgetam_export.runtime.predictor import EdgeTamPredictor
@@ -92,11 +94,15 @@ def tracking_gate_script(objects: int) -> list:
     return script + [Propagate(0)]
 
 
-def check_tracking(reference: Reference, bundle_path: Path, data_dir: Path, gate: TrackingGate) -> dict:
-    """The gate's session on the bedroom clip; per-frame mask IoU and object presence against transformers."""
+def check_tracking(reference: Reference, bundle_path: Path, data_dir: Path, gate: TrackingGate,
+                   progress: Callable[[str], None] | None = None) -> dict:
+    """The gate's session on the bedroom clip; per-frame mask IoU and object presence against transformers.
+    `progress` hears how many frame results of both sides are done (the script gives one per object on frame 0,
+    then one per frame)."""
     frames = load_images(bedroom_frames(data_dir)[: gate.frames])
     tracker = EdgeTamTracker.from_bundle(bundle_path)
-    parity = compare_tracking(reference, tracker, frames, tracking_gate_script(gate.objects))
+    counter = Progress("gate: tracking result", 2 * (gate.objects + len(frames)), progress, interval=10.0)
+    parity = compare_tracking(reference, tracker, frames, tracking_gate_script(gate.objects), counter)
     figures = {
         "frames": len(frames),
         "objects": gate.objects,

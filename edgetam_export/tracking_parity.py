@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from edgetam_export.parity import mask_iou, psnr_db
+from edgetam_export.progress import Progress
 from edgetam_export.reference import Reference, build_video_processor
 from edgetam_export.runtime.tracker import EdgeTamTracker
 
@@ -88,8 +89,9 @@ class FrameOutput:
     masks: dict[int, np.ndarray]
 
 
-def run_reference(reference: Reference, frames: list[Image.Image], script: list[Step]) -> list[FrameOutput]:
-    """Every frame result of transformers' video session and propagation."""
+def run_reference(reference: Reference, frames: list[Image.Image], script: list[Step],
+                  counter: Progress | None = None) -> list[FrameOutput]:
+    """Every frame result of transformers' video session and propagation (each one counted on `counter`)."""
     processor = build_video_processor(reference.image_size)
     model = reference.video_model
     session = processor.init_video_session(video=frames, inference_device="cpu")
@@ -105,6 +107,8 @@ def run_reference(reference: Reference, frames: list[Image.Image], script: list[
             scores=dict(zip(output.object_ids, scores)),
             masks={obj: (masks[i, 0] > 0).numpy() for i, obj in enumerate(output.object_ids)},
         ))
+        if counter is not None:
+            counter.advance(note=f"transformers, frame {int(output.frame_idx)}")
 
     with torch.inference_mode(), consistent_mask_prompt_scores(model):
         for step in script:
@@ -132,8 +136,9 @@ def run_reference(reference: Reference, frames: list[Image.Image], script: list[
     return events
 
 
-def run_bundle(tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step]) -> list[FrameOutput]:
-    """Every frame result of the bundle's tracker on the same script."""
+def run_bundle(tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step],
+               counter: Progress | None = None) -> list[FrameOutput]:
+    """Every frame result of the bundle's tracker on the same script (each one counted on `counter`)."""
     session = tracker.init_session(frames)
     events: list[FrameOutput] = []
 
@@ -145,6 +150,8 @@ def run_bundle(tracker: EdgeTamTracker, frames: list[Image.Image], script: list[
             scores={obj: float(result.object_score_logits[i]) for i, obj in enumerate(result.obj_ids)},
             masks={obj: masks[i] for i, obj in enumerate(result.obj_ids)},
         ))
+        if counter is not None:
+            counter.advance(note=f"bundle, frame {result.frame_idx}")
 
     for step in script:
         if isinstance(step, Prompt):
@@ -218,11 +225,13 @@ class TrackingParity:
 
 
 def compare_tracking(
-    reference: Reference, tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step]
+    reference: Reference, tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step],
+    counter: Progress | None = None,
 ) -> TrackingParity:
-    """Play the script on both sides; the frame indices and objects of every result must be the same."""
-    expected = run_reference(reference, frames, script)
-    got = run_bundle(tracker, frames, script)
+    """Play the script on both sides; the frame indices and objects of every result must be the same.
+    `counter` counts the frame results of both sides as they come (a 200-frame gate takes minutes)."""
+    expected = run_reference(reference, frames, script, counter)
+    got = run_bundle(tracker, frames, script, counter)
     if [e.frame for e in expected] != [g.frame for g in got]:
         raise AssertionError(
             f"frame order differs: reference {[e.frame for e in expected][:8]}..., bundle {[g.frame for g in got][:8]}..."

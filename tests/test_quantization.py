@@ -31,10 +31,17 @@ TEST_GATE_FRAMES = 4
 
 
 @pytest.fixture(scope="module")
-def onnx_int8(tiny_reference, data_dir, tmp_path_factory):
+def onnx_int8_progress() -> list[str]:
+    """What the export of `onnx_int8` said while it ran."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def onnx_int8(tiny_reference, data_dir, tmp_path_factory, onnx_int8_progress):
     recipe = load_recipe("onnx-int8").with_shapes(max_objects=4)
     recipe = dataclasses.replace(recipe, tracking_gate=dataclasses.replace(recipe.tracking_gate, frames=TEST_GATE_FRAMES))
-    return export_bundle(tiny_reference, recipe, tmp_path_factory.mktemp("int8") / "onnx-int8", data_dir=data_dir)
+    return export_bundle(tiny_reference, recipe, tmp_path_factory.mktemp("int8") / "onnx-int8", data_dir=data_dir,
+                         progress=onnx_int8_progress.append)
 
 
 def test_shipped_reduced_precision_recipes_are_consistent():
@@ -95,7 +102,7 @@ def test_the_stage_to_fall_back_is_the_quantized_one_that_loses_most(onnx_int8):
     assert stage_to_fall_back(_report([worse]), floats) is None  # nothing quantized is left to blame
 
 
-def test_onnx_int8_bundle_quantizes_and_passes_every_gate(onnx_int8, tiny_bundles):
+def test_onnx_int8_bundle_quantizes_and_passes_every_gate(onnx_int8, onnx_int8_progress, tiny_bundles):
     import onnx
 
     manifest = onnx_int8.manifest
@@ -118,6 +125,12 @@ def test_onnx_int8_bundle_quantizes_and_passes_every_gate(onnx_int8, tiny_bundle
     tracking = parity["tracking"]
     assert tracking["frames"] == TEST_GATE_FRAMES and tracking["objects"] == 2 and tracking["passed"]
     assert tracking["mean_iou"] >= 0.95 and tracking["min_iou"] >= 0.85 and tracking["presence_agreement"] >= 0.99
+    # The tracking gate reports as it goes: every frame result of both sides (one per object on frame 0, then
+    # one per frame), once per gate run (twice when a stage fell back).
+    results = 2 * (2 + TEST_GATE_FRAMES)
+    finished = [line for line in onnx_int8_progress if line.startswith(f"gate: tracking result {results}/{results}, ")]
+    fallbacks = sum("quantization_fallback" in record.backend for record in manifest.stages.values())
+    assert len(finished) == 1 + fallbacks and finished[-1].endswith(f"bundle, frame {TEST_GATE_FRAMES - 1}")
 
 
 def test_gates_are_printed_beside_the_stage_table():

@@ -30,6 +30,21 @@ def test_every_stage_has_a_case_and_contiguous_constants(wrappers, tiny_cases):
         assert_all_contiguous(wrapper)
 
 
+def test_image_encoder_is_re_parameterized_and_leaves_the_reference_alone(tiny_reference, wrappers):
+    """The exported backbone has no BatchNorm and one convolution per RepVGG block (the parity test below shows it
+    computes the same function); the reference keeps its training-time branches."""
+
+    def count(module: torch.nn.Module, kind: type) -> int:
+        return sum(isinstance(m, kind) for m in module.modules())
+
+    exported, reference = wrappers["image_encoder"].vision_encoder, tiny_reference.video_model.vision_encoder
+    blocks = sum(type(m).__name__ == "RepVggDw" for m in reference.modules())
+    assert blocks > 0 and count(reference, torch.nn.BatchNorm2d) > 0
+    assert count(exported, torch.nn.BatchNorm2d) == 0
+    assert count(exported, torch.nn.Conv2d) == count(reference, torch.nn.Conv2d) - blocks
+    assert not any(type(m).__name__ == "RepVggDw" for m in exported.modules())
+
+
 def test_wrappers_equal_upstream_on_realistic_inputs(tiny_reference, tiny_shapes, tiny_cases, wrappers):
     for case in tiny_cases:
         spec = STAGES[case.stage].spec(tiny_shapes)

@@ -84,9 +84,9 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
     """PT2E int8 with XNNPACK's quantizer: per-channel symmetric weights; activations static (ranges
     observed on the calibration inputs) or dynamic (linear layers only, ranges taken per call).
 
-    `prepare_pt2e` folds BatchNorm into the convolutions before observing; RepViT's re-parameterizable
-    branches are separate convolutions in transformers' graph and are quantized one by one. Ops XNNPACK
-    has no int8 kernel for (batched matmuls, softmax, layer norm) stay fp32 between quantized ones.
+    The image encoder arrives re-parameterized (BatchNorm folded, RepVGG branches merged: one convolution
+    per layer to quantize, see `stages.image_encoder`). Ops XNNPACK has no int8 kernel for (batched
+    matmuls, softmax, layer norm, GELU) stay fp32 between quantized ones.
     """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
+from timm.utils import reparameterize_model
 from torch import nn
 from transformers import EdgeTamVideoModel
 
@@ -84,6 +87,11 @@ def spec(shapes: StageShapes) -> StageSpec:
 class ImageEncoderStage(nn.Module):
     """RepViT backbone + FPN + the decoder's high-resolution projections.
 
+    The backbone is re-parameterized for inference (timm's `fuse`): every BatchNorm folded into its
+    convolution and each RepVGG block's parallel depthwise 3x3, 1x1 and identity branches merged into one
+    3x3 convolution. Same function to float rounding, 23 fewer convolutions and no BatchNorm to lower,
+    and int8 recipes quantize one convolution per layer instead of one per branch.
+
     Shapes:
         pixels: (1, 3, S, S) float32, normalized (or 0..255 with `shapes.image_input`)
         -> image_embeddings (1, 256, S/16, S/16), vision_features (1, 256, S/16, S/16),
@@ -92,7 +100,8 @@ class ImageEncoderStage(nn.Module):
 
     def __init__(self, model: EdgeTamVideoModel, shapes: StageShapes) -> None:
         super().__init__()
-        self.vision_encoder = model.vision_encoder
+        self.vision_encoder = copy.deepcopy(model.vision_encoder)
+        reparameterize_model(self.vision_encoder.backbone, inplace=True)
         self.conv_s0 = model.mask_decoder.conv_s0
         self.conv_s1 = model.mask_decoder.conv_s1
         self.no_memory_embedding = nn.Parameter(model.no_memory_embedding.detach().reshape(1, -1, 1, 1).clone())
