@@ -22,13 +22,12 @@ from tests.test_export import heavy_operators_on_portable_kernels
 pytestmark = pytest.mark.full
 
 #: recipe -> (its float recipe, the stages quantized here). ExecuTorch quantizes one stage per scheme (static image
-#: encoder, dynamic memory attention: the other two cost CI another ~3 minutes of lowering; the toy in
-#: test_quantization lowers both schemes). ONNX leaves out the image encoder, whose int8 version fails the
-#: documentation-example gate beside the int8 decoder on these weights and falls back (benchmarks/NOTES.md; the fall
-#: back itself is tested on the tiny bundle); Core ML keeps every stage int8.
+#: encoder, dynamic memory attention; its static memory encoder would cost CI another ~2 minutes of lowering, and the
+#: toy in test_quantization lowers both schemes). ONNX and Core ML quantize every stage their recipe names. The fall
+#: back of a stage that fails a gate is tested on the tiny bundle.
 FULL_CASES = {
     "executorch-xnnpack-int8": ("executorch-xnnpack-fp32", ("image_encoder", "memory_attention")),
-    "onnx-int8": ("onnx-fp32", ("prompt_decoder", "memory_encoder", "memory_attention")),
+    "onnx-int8": ("onnx-fp32", ("image_encoder", "memory_encoder", "memory_attention")),
     "coreml-int8": ("coreml-fp16", tuple(STAGES)),
 }
 
