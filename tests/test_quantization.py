@@ -275,6 +275,15 @@ def test_report_sets_reduced_precision_against_float_and_transformers():
     fps = {EAGER: {1: {"fps": 1.0}, 4: {"fps": 0.4}}, "onnx-int8": {1: {"fps": 1.3}, 4: {"fps": 1.3}}}
     lines, targets = reduced_precision({"bundles": [fp32, int8]}, by_stage, fps)
     assert "| onnx-int8 | memory_attention | int8-dynamic | 1.5 (0.25x) | 300.0 (0.75x) | 0.99500 | 31.0 |" in lines
+    # Every bundle's rows sit under a table header of their own (Markdown renders no rows after a paragraph).
+    second = dict(int8, runtime="onnx-int8-again")
+    two, _ = reduced_precision({"bundles": [fp32, int8, second]}, by_stage, fps)
+    under_header, rows = False, 0
+    for line in two:
+        under_header = line.startswith("| bundle |") or (under_header and line.startswith("|"))
+        rows += line.startswith("| onnx-int8")
+        assert under_header or not line.startswith("|"), line
+    assert rows == 4 and sum(line.startswith("| bundle |") for line in two) == 2
     assert any("float (fallback: int8-static failed the gate: cosine 0.98 < 0.99)" in line for line in lines)
     assert any("tracking gate, 2 objects x 200 frames" in line for line in lines)
     assert targets == [
