@@ -70,16 +70,27 @@ struct TrackingReplayTests {
         }
         let (session, results) = try await Self.play(folder, bundle: bundle, runners: runners)
         #expect(results.count == session.results.count)
-        var pixels = 0, differing = 0
+        // The stage outputs are Python's own, bit for bit; only the upsampling to the video's size is Swift's, so
+        // a mask pixel may differ only where the upsampled logit sits on the threshold (float rounding decides it).
+        var pixels = 0, differing = 0, offThreshold = 0
         for (result, expected) in zip(results, session.results) {
             #expect(result.frameIndex == expected.frame && result.objectIds == expected.objects)
             #expect(result.objectScoreLogits == expected.object_scores, "frame \(expected.frame)")
             let masks = [UInt8](try Data(contentsOf: folder.appendingPathComponent(expected.file)))
-            let mine = (0 ..< result.objectIds.count).flatMap { result.mask(object: $0) }
+            let m = result.maskLogits.shape[1], plane = m * m, values = result.maskLogits.floats
+            let logits = (0 ..< result.objectIds.count).flatMap {
+                ImageProcessing.resizeLogits(values[$0 * plane ..< ($0 + 1) * plane], inHeight: m, inWidth: m,
+                                             height: result.height, width: result.width)
+            }
+            #expect(logits.map { $0 > 0 ? UInt8(1) : 0 } == (0 ..< result.objectIds.count).flatMap { result.mask(object: $0) })
             pixels += masks.count
-            differing += zip(mine, masks).filter { $0 != $1 }.count
+            for (logit, pythonPixel) in zip(logits, masks) where (logit > 0 ? 1 : 0) != pythonPixel {
+                differing += 1
+                offThreshold += abs(logit) < 1e-4 ? 0 : 1
+            }
         }
-        #expect(differing == 0, "\(differing) of \(pixels) mask pixels differ")
+        #expect(offThreshold == 0 && differing * 1_000_000 <= pixels,
+                "\(differing) of \(pixels) mask pixels differ, \(offThreshold) of them with |logit| >= 1e-4")
         #expect(await replay.remaining == 0 && session.calls == replay.calls.count)
         let largest = await replay.largestFloatDifference
         print("replayed \(replay.calls.count) stage calls of \(results.count) frame results; largest float input difference \(largest)")
