@@ -51,19 +51,55 @@ def _export(reference, recipe_name: str, out: Path, data_dir: Path):
     return export_bundle(reference, recipe, out, data_dir=data_dir)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundles(tiny_reference, data_dir, tmp_path_factory) -> dict:
-    """One tiny bundle per backend, exported once for the whole session."""
-    root = tmp_path_factory.mktemp("bundles")
-    return {
-        name: _export(tiny_reference, name, root / name, data_dir)
-        for name in ("executorch-xnnpack-fp32", "onnx-fp32")
-    }
+def _exported_once(tmp_path_factory, worker_id: str, folder: str, recipe_names: tuple[str, ...], reference, data_dir):
+    """Each recipe's tiny bundle, exported by the first pytest-xdist worker that needs it and read by the others.
+
+    The bundles live in this run's shared temporary folder, one lock per bundle: a worker exports the ones
+    nobody has started and then waits for the rest, so two workers export two bundles side by side.
+    """
+    from filelock import FileLock, Timeout
+
+    from edgetam_export.bundle import read_bundle
+
+    run_root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        run_root = run_root.parent  # shared by this run's workers, unique to the run
+    root = run_root / folder
+    root.mkdir(exist_ok=True)
+    bundles, waiting = {}, []
+
+    def export_or_read(name: str) -> None:
+        if (root / name / "manifest.json").is_file():
+            bundles[name] = read_bundle(root / name)
+        else:
+            bundles[name] = _export(reference, name, root / name, data_dir)
+
+    for name in recipe_names:
+        lock = FileLock(str(root / f"{name}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            waiting.append((name, lock))
+            continue
+        try:
+            export_or_read(name)
+        finally:
+            lock.release()
+    for name, lock in waiting:
+        with lock:
+            export_or_read(name)
+    return {name: bundles[name] for name in recipe_names}
 
 
 @pytest.fixture(scope="session")
-def coreml_bundles(tiny_reference, data_dir, tmp_path_factory) -> dict:
+def tiny_bundles(tiny_reference, data_dir, tmp_path_factory, worker_id) -> dict:
+    """One tiny bundle per backend, exported once for the whole run."""
+    return _exported_once(tmp_path_factory, worker_id, "bundles", ("executorch-xnnpack-fp32", "onnx-fp32"),
+                          tiny_reference, data_dir)
+
+
+@pytest.fixture(scope="session")
+def coreml_bundles(tiny_reference, data_dir, tmp_path_factory, worker_id) -> dict:
     """One tiny bundle per Core ML recipe, exported once (the Core ML tests and the Swift kit read them)."""
-    root = tmp_path_factory.mktemp("coreml")
-    return {name: _export(tiny_reference, name, root / name, data_dir)
-            for name in ("coreml-fp16", "coreml-fp32", "executorch-coreml-fp16")}
+    return _exported_once(tmp_path_factory, worker_id, "coreml", ("coreml-fp16", "coreml-fp32", "executorch-coreml-fp16"),
+                          tiny_reference, data_dir)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from edgetam_export.parity import psnr_db
 from edgetam_export.stages.registry import STAGES
-from edgetam_export.stages.common import assert_all_contiguous
+from edgetam_export.stages.common import AxialTable, assert_all_contiguous
 from edgetam_export.stages.spec import EMPTY_SLOT_LABEL, NOT_A_POINT_LABEL
 
 
@@ -43,6 +43,21 @@ def test_image_encoder_is_re_parameterized_and_leaves_the_reference_alone(tiny_r
     assert count(exported, torch.nn.BatchNorm2d) == 0
     assert count(exported, torch.nn.Conv2d) == count(reference, torch.nn.Conv2d) - blocks
     assert not any(type(m).__name__ == "RepVggDw" for m in exported.modules())
+
+
+def test_position_tables_are_stored_as_per_axis_factors(tiny_reference, tiny_shapes, wrappers):
+    """No stage carries an (E*E, C) position table: the RoPE, sine and Fourier tables are rebuilt per call from
+    per-axis factors (the parity test below shows they equal transformers' tables)."""
+    table_size = tiny_shapes.embed_size ** 2 * tiny_shapes.memory_dim  # a table of 64+ channels per grid cell
+    for name, wrapper in wrappers.items():
+        for buffer_name, buffer in wrapper.named_buffers():
+            assert buffer.numel() < table_size, (name, buffer_name, tuple(buffer.shape))
+    attention = tiny_reference.video_model.memory_attention
+    cos_q, _ = attention.rotary_emb(torch.zeros(1), attention.position_ids)
+    width, height = tiny_reference.video_model.config.memory_attention_rope_feat_sizes
+    assert torch.equal(AxialTable(cos_q[0], height, width)(), cos_q[0])
+    with pytest.raises(ValueError, match="depends on both axes"):
+        AxialTable(torch.randn(height * width, 8), height, width)
 
 
 def test_wrappers_equal_upstream_on_realistic_inputs(tiny_reference, tiny_shapes, tiny_cases, wrappers):

@@ -68,3 +68,30 @@ def assert_all_contiguous(module: nn.Module) -> None:
     for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
         if not tensor.is_contiguous():
             raise AssertionError(f"{type(module).__name__}.{name} is not contiguous")
+
+
+class AxialTable(nn.Module):
+    """A (H*W, C) position table stored as its row and column factors: H + W rows instead of H * W.
+
+    2D sine encodings and axial RoPE tables give half their channels to the row and half to the column
+    of a token, so a stage rebuilds them exactly (expand + concatenate, no arithmetic) on every call
+    instead of baking megabytes of constants into each artifact.
+    """
+
+    def __init__(self, table: torch.Tensor, height: int, width: int) -> None:
+        super().__init__()
+        grid = table.reshape(height, width, -1)
+        half = grid.shape[-1] // 2
+        self.height, self.width = height, width
+        for name, part in (("first", grid[..., :half]), ("second", grid[..., half:])):
+            if torch.equal(part, part[:, :1].expand_as(part)):
+                factor = part[:, :1]  # (H, 1, C/2): depends on the row only
+            elif torch.equal(part, part[:1].expand_as(part)):
+                factor = part[:1]  # (1, W, C/2): depends on the column only
+            else:
+                raise ValueError(f"the {name} half of a {tuple(table.shape)} position table depends on both axes")
+            contiguous_buffer(self, name, factor)
+
+    def forward(self) -> torch.Tensor:
+        shape = (self.height, self.width, -1)
+        return torch.cat([self.first.expand(shape), self.second.expand(shape)], dim=-1).flatten(0, 1)

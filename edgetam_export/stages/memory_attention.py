@@ -3,8 +3,9 @@
 The bank has `memory_slots` slots of perceiver tokens (conditioning frames and recent frames) and
 `pointer_slots` object pointers. Empty slots are switched off by a finite additive bias on the
 attention logits, so a partly filled bank gives what transformers gives for the slots it holds.
-RoPE is applied with precomputed cos/sin tables in real arithmetic; tokens that carry no RoPE
-(global latents, object pointers) get cos = 1, sin = 0, an exact identity.
+RoPE is applied with cos/sin tables in real arithmetic, rebuilt per call from their row and column
+factors; tokens that carry no RoPE (global latents, object pointers) get cos = 1, sin = 0, an exact
+identity.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import nn
 from transformers import EdgeTamVideoModel
 from transformers.models.edgetam_video.modeling_edgetam_video import get_1d_sine_pe
 
-from edgetam_export.stages.common import MASKED_LOGIT_BIAS, attend, contiguous_buffer
+from edgetam_export.stages.common import MASKED_LOGIT_BIAS, AxialTable, attend, contiguous_buffer
 from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
 
 NAME = "memory_attention"
@@ -109,26 +110,27 @@ class MemoryAttentionStage(nn.Module):
         )
         e, c = shapes.embed_size, shapes.hidden_size
         position = model.vision_encoder.neck.position_encoding((1, c, e, e), torch.device("cpu"), torch.float32)
-        contiguous_buffer(self, "vision_positions", position.flatten(2).transpose(1, 2))
+        self.vision_positions = AxialTable(position.flatten(2).transpose(1, 2)[0], e, e)
         contiguous_buffer(self, "temporal_table", model.memory_temporal_positional_encoding.reshape(-1, shapes.memory_dim))
 
+        # Position tables are stored as row / column factors and rebuilt per call (AxialTable): baked whole
+        # they were 20 MB of the 32 MB full-size stage. transformers' position ids are (w, h) of an h-major grid.
         cos_q, sin_q = attention.rotary_emb(position, attention.position_ids)
         cos_k, sin_k = attention.rotary_emb(position, attention.position_ids_k)
-        contiguous_buffer(self, "cos_q", cos_q[0])
-        contiguous_buffer(self, "sin_q", sin_q[0])
-        # Per slot: the global latents carry no RoPE (cos 1, sin 0), the 2D latents carry the key RoPE;
-        # the object-pointer tokens at the end carry none either.
-        unrotated = shapes.memory_tokens - cos_k.shape[1]
-        head_dim = cos_k.shape[-1]
-        slot_cos = torch.cat([torch.ones(unrotated, head_dim), cos_k[0]])
-        slot_sin = torch.cat([torch.zeros(unrotated, head_dim), sin_k[0]])
-        pointer_tokens = shapes.pointer_tokens
-        contiguous_buffer(
-            self, "cos_k", torch.cat([slot_cos.repeat(shapes.memory_slots, 1), torch.ones(pointer_tokens, head_dim)])
-        )
-        contiguous_buffer(
-            self, "sin_k", torch.cat([slot_sin.repeat(shapes.memory_slots, 1), torch.zeros(pointer_tokens, head_dim)])
-        )
+        query_width, query_height = model.config.memory_attention_rope_feat_sizes
+        key_width, key_height = model.config.memory_attention_rope_k_sizes
+        self.cos_q, self.sin_q = (AxialTable(table[0], query_height, query_width) for table in (cos_q, sin_q))
+        self.cos_k, self.sin_k = (AxialTable(table[0], key_height, key_width) for table in (cos_k, sin_k))
+        #: Per slot, the global latents before the 2D latents carry no RoPE (cos 1, sin 0); so do the pointers.
+        self.unrotated_tokens = shapes.memory_tokens - cos_k.shape[1]
+        self.memory_slots, self.pointer_tokens = shapes.memory_slots, shapes.pointer_tokens
+
+    def _key_rope(self, table: AxialTable, identity: float) -> torch.Tensor:
+        """(M*T + pointer tokens, head_dim): `table` for each slot's 2D latents, `identity` for the other tokens."""
+        rotated = table()
+        head_dim = rotated.shape[-1]
+        slot = torch.cat([torch.full((self.unrotated_tokens, head_dim), identity), rotated])
+        return torch.cat([slot.repeat(self.memory_slots, 1), torch.full((self.pointer_tokens, head_dim), identity)])
 
     def forward(
         self,
@@ -163,9 +165,10 @@ class MemoryAttentionStage(nn.Module):
         )
         key_bias = ((1.0 - valid) * MASKED_LOGIT_BIAS)[:, None, None, :]
 
-        self_rope = (self.cos_q, self.sin_q, self.cos_q, self.sin_q)
-        cross_rope = (self.cos_q, self.sin_q, self.cos_k, self.sin_k)
-        hidden = vision_features.flatten(2).transpose(1, 2) + 0.1 * self.vision_positions
+        cos_q, sin_q = self.cos_q(), self.sin_q()
+        self_rope = (cos_q, sin_q, cos_q, sin_q)
+        cross_rope = (cos_q, sin_q, self._key_rope(self.cos_k, 1.0), self._key_rope(self.sin_k, 0.0))
+        hidden = vision_features.flatten(2).transpose(1, 2) + 0.1 * self.vision_positions()
         for index, layer in enumerate(self.layers):
             normed = layer.layer_norm1(hidden)
             hidden = hidden + attend(layer.self_attn, normed, normed, normed, rope=self_rope)

@@ -101,6 +101,30 @@ def spec(shapes: StageShapes) -> StageSpec:
     )
 
 
+class GridFourierFeatures(nn.Module):
+    """SAM's image-wide positional embedding, (E*E, C), rebuilt per call from per-axis sines and cosines.
+
+    The Fourier phase of a grid cell is a column term plus a row term, so sin and cos of the sum follow
+    from (E, C/2) tables by the angle-addition identities: a few broadcast multiply-adds per call (no
+    sine over E*E*C/2 phases, which ONNX Runtime evaluates one scalar at a time) instead of baking the
+    4 MB full-size table into the artifact. Equal to transformers' table to float rounding (~1e-6).
+    """
+
+    def __init__(self, gaussian_matrix: torch.Tensor, size: int) -> None:
+        super().__init__()
+        centres = 2.0 * ((torch.arange(size, dtype=torch.float64) + 0.5) / size) - 1.0
+        column_phase = 2.0 * math.pi * centres[:, None] * gaussian_matrix[0].double()  # (E, C/2)
+        row_phase = 2.0 * math.pi * centres[:, None] * gaussian_matrix[1].double()
+        for name, table in (("column_sin", column_phase.sin()[None]), ("column_cos", column_phase.cos()[None]),
+                            ("row_sin", row_phase.sin()[:, None]), ("row_cos", row_phase.cos()[:, None])):
+            contiguous_buffer(self, name, table.float())
+
+    def forward(self) -> torch.Tensor:
+        sin = self.column_sin * self.row_cos + self.column_cos * self.row_sin  # (E, E, C/2)
+        cos = self.column_cos * self.row_cos - self.column_sin * self.row_sin
+        return torch.cat([sin, cos], dim=-1).flatten(0, 1)
+
+
 class PromptDecoderStage(nn.Module):
     """Prompt encoder + two-way transformer + mask/IoU/object-score heads + object pointers.
 
@@ -128,9 +152,7 @@ class PromptDecoderStage(nn.Module):
             "output_tokens",
             torch.cat([decoder.obj_score_token.weight, decoder.iou_token.weight, decoder.mask_tokens.weight])[None],
         )
-        # (1, E*E, C): the image-wide positional embedding, computed once and stored contiguous.
-        image_pe = model.get_image_wide_positional_embeddings().flatten(2).transpose(1, 2)
-        contiguous_buffer(self, "image_pe", image_pe)
+        self.image_pe = GridFourierFeatures(prompt_encoder.shared_embedding.positional_embedding, shapes.embed_size)
         contiguous_buffer(self, "no_object_pointer", model.no_object_pointer.reshape(1, 1, -1))
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -169,7 +191,7 @@ class PromptDecoderStage(nn.Module):
         use_mask = has_mask_input.reshape(-1, 1, 1, 1)
         dense = use_mask * self.mask_embed(mask_input) + (1.0 - use_mask) * self.no_mask_embed
         keys = (image_embeddings + dense).flatten(2).transpose(1, 2)
-        key_pe = self.image_pe.expand(num_objects, -1, -1)
+        key_pe = self.image_pe().expand(num_objects, -1, -1)
 
         queries = tokens
         for layer in transformer.layers:
