@@ -43,6 +43,8 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "schema"
 EAGER = "eager-pytorch"
 #: transformers' label of a padding point (the stage contract's empty slot is EMPTY_SLOT_LABEL)
 TRANSFORMERS_PAD_LABEL = -10
+#: What a bundle artifact record carries about reduced precision (from the manifest's backend facts).
+QUANTIZATION_FACTS = ("quantization", "quantized_modules", "quantization_fallback")
 
 
 def machine() -> dict:
@@ -385,7 +387,7 @@ def run_benchmarks(
             {"runtime": runtime_name(b), "path": str(b.path), "backend": b.backend, "recipe": b.manifest.recipe.to_json(),
              "manifest_sha256": sha256_of(b.path / "manifest.json"), "exported": b.manifest.created,
              "artifacts": {s: {"sha256": r.sha256, "size_bytes": r.size_bytes, "export_seconds": r.export_seconds}
-                           | {k: r.backend[k] for k in ("quantization", "quantization_fallback") if k in r.backend}
+                           | {k: r.backend[k] for k in QUANTIZATION_FACTS if k in r.backend}
                            for s, r in b.manifest.stages.items()},
              "parity": b.manifest.parity}
             for b in bundles

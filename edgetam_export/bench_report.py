@@ -220,6 +220,8 @@ def reduced_precision(results: dict, by_stage: dict, fps: dict) -> tuple[list[st
         for stage, artifact in bundle["artifacts"].items():
             scheme = artifact.get("quantization") or ("float (fallback: " + artifact["quantization_fallback"] + ")"
                                                       if "quantization_fallback" in artifact else "float")
+            if artifact.get("quantized_modules"):
+                scheme += " of " + ", ".join(f"`{pattern}`" for pattern in artifact["quantized_modules"])
             size = f"{artifact['size_bytes'] / 1e6:.1f}"
             latency = by_stage.get(stage, {}).get(runtime)
             ms = f"{latency['p50_ms']:.1f}" if latency else "-"

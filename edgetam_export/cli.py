@@ -253,7 +253,10 @@ def info(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None
     if manifest.parity:
         typer.echo(f"parity   {'passed' if manifest.parity['passed'] else 'FAILED'} ({manifest.parity['runtime']})")
         for stage, entry in manifest.parity["summary"].items():
-            scheme = manifest.stages[stage].backend.get("quantization") if stage in manifest.stages else None
+            facts = manifest.stages[stage].backend if stage in manifest.stages else {}
+            scheme = facts.get("quantization")
+            if scheme and facts.get("quantized_modules"):
+                scheme += " of " + ", ".join(facts["quantized_modules"])
             typer.echo(f"    {stage:<20} min PSNR {float(entry['min_psnr_db']):.1f} dB, "
                        f"min cosine {float(entry.get('min_cosine', 1.0)):.5f}, max-abs {float(entry['max_abs']):.3g}"
                        + (f", {scheme}" if scheme else ""))

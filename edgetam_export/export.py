@@ -99,7 +99,7 @@ def export_bundle(
     empty; an existing bundle is replaced only with `overwrite`, and any other folder never.
     """
     backend = get_backend(recipe.backend)
-    check_quantization(recipe, backend.schemes)
+    check_quantization(recipe, backend)
     check_target(Path(out), BUNDLE, overwrite)
     data_dir = check_data_dir(data_dir)
     model = reference.video_model
@@ -118,7 +118,8 @@ def export_bundle(
             started = time.perf_counter()
             programs[name] = export_program(stage.build(model, shapes), spec)
             scheme = recipe.quantization.get(name)
-            quantization = StageQuantization(scheme, calibration.get(name, [])) if scheme else None
+            modules = tuple(recipe.quantization_modules.get(name, ()))
+            quantization = StageQuantization(scheme, calibration.get(name, []), modules) if scheme else None
             stages[name] = _lower_stage(backend, programs[name], spec, recipe, staging, quantization, started, progress)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
@@ -193,8 +194,14 @@ def _lower_stage(
     return record
 
 
-def check_quantization(recipe: Recipe, schemes: frozenset[str]) -> None:
+def check_quantization(recipe: Recipe, backend: Backend) -> None:
     """Refuse, before any work, a stage name or a scheme the recipe's backend cannot apply."""
+    schemes = backend.schemes
+    if recipe.quantization_modules and not backend.module_scopes:
+        raise EdgeTamExportError(
+            f"recipe '{recipe.name}': the {recipe.backend} backend quantizes whole stages only; remove "
+            "[quantization_modules] (its stages are then quantized whole) or use the executorch backend"
+        )
     for stage, scheme in recipe.quantization.items():
         if stage not in STAGES:
             raise EdgeTamExportError(

@@ -93,6 +93,8 @@ class Recipe:
     parity: ParityThresholds = field(default_factory=ParityThresholds)
     #: Stage name -> reduced-precision scheme; stages not named keep the recipe's float precision.
     quantization: dict[str, str] = field(default_factory=dict)
+    #: Stage name -> module-name patterns: quantize only those modules of the stage (`[quantization_modules]`).
+    quantization_modules: dict[str, list[str]] = field(default_factory=dict)
     tracking_gate: TrackingGate | None = None
 
     def stage_shapes(self, model: EdgeTamVideoModel) -> StageShapes:
@@ -138,6 +140,16 @@ def recipe_from_dict(data: dict, origin: str) -> Recipe:
             raise EdgeTamExportError(
                 f"recipe {origin}: quantization scheme '{scheme}' for {stage} is unknown; use one of "
                 f"{', '.join(QUANTIZATION_SCHEMES)}"
+            )
+    for stage, patterns in recipe.quantization_modules.items():
+        if stage not in recipe.quantization:
+            raise EdgeTamExportError(
+                f"recipe {origin}: [quantization_modules] scopes {stage}, which [quantization] leaves in float; "
+                f"give {stage} a scheme or remove its patterns"
+            )
+        if not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise EdgeTamExportError(
+                f"recipe {origin}: [quantization_modules] {stage} must be a non-empty list of module-name patterns"
             )
     return recipe
 

@@ -22,12 +22,12 @@ from tests.test_export import heavy_operators_on_portable_kernels
 pytestmark = pytest.mark.full
 
 #: recipe -> (its float recipe, the stages quantized here). ExecuTorch quantizes its image encoder (static int8, the
-#: stage int8 speeds up most); its memory encoder and memory attention would cost CI another ~2 minutes of lowering
-#: (both passed at full size in the benchmark export, and the toy in test_quantization lowers both schemes). ONNX
-#: and Core ML quantize every stage their recipe names. The fall back of a stage that fails a gate is tested on the
-#: tiny bundle.
+#: stage int8 speeds up most) and its decoder's MLPs (dynamic, scoped: the examples gate judges them beside the int8
+#: encoder); its memory encoder and memory attention would cost CI another ~2 minutes of lowering (both passed at
+#: full size in the benchmark export, and the toy in test_quantization lowers both schemes). ONNX and Core ML
+#: quantize every stage their recipe names. The fall back of a stage that fails a gate is tested on the tiny bundle.
 FULL_CASES = {
-    "executorch-xnnpack-int8": ("executorch-xnnpack-fp32", ("image_encoder",)),
+    "executorch-xnnpack-int8": ("executorch-xnnpack-fp32", ("image_encoder", "prompt_decoder")),
     "onnx-int8": ("onnx-fp32", ("image_encoder", "memory_encoder", "memory_attention")),
     "coreml-int8": ("coreml-fp16", tuple(STAGES)),
 }
@@ -64,6 +64,7 @@ def test_full_size_export_passes_parity_and_gates(full_reference, recipe_name, t
             assert heavy_operators_on_portable_kernels(facts) == [], (stage, facts)
         if stage in quantized:
             assert facts["quantization"] == recipe.quantization[stage] and quality["min_cosine"] >= 0.99
+            assert facts.get("quantized_modules") == recipe.quantization_modules.get(stage)
         else:
             assert "quantization" not in facts and quality["min_psnr_db"] >= floor, (stage, quality)
     assert parity["summary"]["prompt_decoder"]["min_mask_iou"] >= recipe.parity.min_mask_iou

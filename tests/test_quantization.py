@@ -7,6 +7,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def test_shipped_reduced_precision_recipes_are_consistent():
     assert set(QUANTIZED_RECIPES) == {"executorch-xnnpack-int8", "onnx-int8", "coreml-int8", "coreml-palettized"}
     for name in QUANTIZED_RECIPES:
         recipe = load_recipe(name)
-        check_quantization(recipe, get_backend(recipe.backend).schemes)
+        check_quantization(recipe, get_backend(recipe.backend))
         assert recipe.parity.min_cosine == 0.99 and recipe.parity.min_example_iou == 0.95
         gate = recipe.tracking_gate
         assert (gate.frames, gate.objects, gate.min_mean_iou, gate.min_iou, gate.min_presence_agreement) == (
@@ -116,7 +117,17 @@ def test_onnx_int8_bundle_quantizes_and_passes_every_gate(onnx_int8, onnx_int8_p
         ops = {node.op_type for node in onnx.load(str(onnx_int8.artifact(stage))).graph.node}
         assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops or {"QuantizeLinear", "DequantizeLinear"} <= ops
         assert manifest.stages[stage].size_bytes < 0.6 * fp32.stages[stage].size_bytes
-    assert "quantization" not in manifest.stages["mask_prompt_encoder"].backend
+    assert "quantization" not in manifest.stages["prompt_decoder"].backend
+    # Quantizing memory attention adds no float constant of a position table's size: ONNX Runtime's optimizer would
+    # fold the tables the stage rebuilds per call back into the file (the exporter itself folds them at tiny size
+    # only, the same in fp32 and int8).
+    table_size = onnx_int8.spec("memory_attention").inputs[0].shape[-1] ** 2 * manifest.shapes.memory_dim
+
+    def float_tables(bundle) -> Counter:
+        return Counter(tuple(t.dims) for t in onnx.load(str(bundle.artifact("memory_attention"))).graph.initializer
+                       if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= table_size)
+
+    assert not float_tables(onnx_int8) - float_tables(tiny_bundles["onnx-fp32"])
     parity = manifest.parity
     assert parity["passed"] and all(entry["min_cosine"] >= 0.99 for entry in parity["summary"].values())
     assert [e["name"] for e in parity["examples"]] == ["single click", "two clicks on one object", "box", "two objects",
@@ -218,6 +229,35 @@ def test_executorch_int8_is_lowered_to_xnnpack_int8_kernels(scheme, tmp_path):
             backend.lower(program, TOY_SPEC, recipe, tmp_path / "x.pte", StageQuantization(scheme, []))
 
 
+def test_quantization_can_be_scoped_to_some_modules_of_a_stage(tiny_reference, tmp_path):
+    """`[quantization_modules]` quantizes only the modules its patterns name (the rest of the stage keeps fp32
+    weights); a pattern that matches nothing, a scope on a float stage and a backend that quantizes whole stages
+    only are refused before any work."""
+    torch.manual_seed(0)
+    module = Weighted().eval()  # conv: 18,432 weights, linear: 8,192
+    calibration = [{"x": torch.randn(2, 32, 16, 16)} for _ in range(4)]
+    recipe, backend = load_recipe("executorch-xnnpack-int8"), get_backend("executorch")
+    program = export_program(module, TOY_SPEC)
+    sizes = {}
+    for name, modules in (("fp32", None), ("whole", ()), ("linear", ("lin*",))):
+        quantization = None if modules is None else StageQuantization("int8-static", calibration, modules)
+        facts = backend.lower(program, TOY_SPEC, recipe, tmp_path / f"{name}.pte", quantization)
+        sizes[name] = (tmp_path / f"{name}.pte").stat().st_size
+    assert facts["quantized_modules"] == ["lin*"]
+    # The linear's weights went to int8 (3 bytes saved per weight), the convolution's stayed fp32.
+    assert sizes["fp32"] - sizes["linear"] > 3 * 8192 * 0.9
+    assert sizes["linear"] - sizes["whole"] > 3 * 18432 * 0.9
+    with pytest.raises(EdgeTamExportError, match="pattern 'decoder.\\*' matches no module of the stage"):
+        backend.lower(program, TOY_SPEC, recipe, tmp_path / "x.pte", StageQuantization("int8-static", calibration, ("decoder.*",)))
+    with pytest.raises(EdgeTamExportError, match="scopes prompt_decoder, which \\[quantization\\] leaves in float"):
+        recipe_from_dict({"name": "x", "description": "d", "backend": "executorch",
+                          "quantization_modules": {"prompt_decoder": ["mask_decoder"]}}, "t")
+    onnx = dataclasses.replace(load_recipe("onnx-int8"), quantization_modules={"prompt_decoder": ["mask_decoder"]})
+    with pytest.raises(EdgeTamExportError, match="onnx backend quantizes whole stages only"):
+        export_bundle(tiny_reference, onnx, tmp_path / "onnx")
+    assert not (tmp_path / "x.pte").exists() and not (tmp_path / "onnx").exists()
+
+
 @pytest.mark.parametrize(("scheme", "target"), [("int8-weights", "iOS17"), ("int8-weights", "iOS18"),
                                                 ("palettized-6bit", "iOS18")])
 def test_compressed_core_ml_weights_are_interpreted(scheme, target, tmp_path):
@@ -270,11 +310,12 @@ def test_report_sets_reduced_precision_against_float_and_transformers():
     fp32 = bundle("onnx-fp32", {}, {"image_encoder": 20e6, "memory_attention": 6e6})
     int8 = bundle("onnx-int8", {"memory_attention": "int8-dynamic"}, {"image_encoder": 20e6, "memory_attention": 1.5e6},
                   fallback="image_encoder")
+    int8["artifacts"]["memory_attention"]["quantized_modules"] = ["layers.*.mlp"]
     by_stage = {"image_encoder": {"onnx-fp32": {"p50_ms": 200.0}, "onnx-int8": {"p50_ms": 198.0}},
                 "memory_attention": {"onnx-fp32": {"p50_ms": 400.0}, "onnx-int8": {"p50_ms": 300.0}}}
     fps = {EAGER: {1: {"fps": 1.0}, 4: {"fps": 0.4}}, "onnx-int8": {1: {"fps": 1.3}, 4: {"fps": 1.3}}}
     lines, targets = reduced_precision({"bundles": [fp32, int8]}, by_stage, fps)
-    assert "| onnx-int8 | memory_attention | int8-dynamic | 1.5 (0.25x) | 300.0 (0.75x) | 0.99500 | 31.0 |" in lines
+    assert "| onnx-int8 | memory_attention | int8-dynamic of `layers.*.mlp` | 1.5 (0.25x) | 300.0 (0.75x) | 0.99500 | 31.0 |" in lines
     # Every bundle's rows sit under a table header of their own (Markdown renders no rows after a paragraph).
     second = dict(int8, runtime="onnx-int8-again")
     two, _ = reduced_precision({"bundles": [fp32, int8, second]}, by_stage, fps)

@@ -33,6 +33,7 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
     suffix = ".pte"
     schemes = frozenset({"int8-static", "int8-dynamic"})
+    module_scopes = True
 
     def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path,
               quantization: StageQuantization | None = None) -> dict:
@@ -51,6 +52,8 @@ class ExecuTorchBackend(Backend):
                 )
             program = quantize_pt2e(program, spec, quantization)
             facts["quantization"] = quantization.scheme
+            if quantization.modules:
+                facts["quantized_modules"] = list(quantization.modules)
         if recipe.delegate == "xnnpack":
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
                 XnnpackDynamicallyQuantizedPartitioner,
@@ -102,12 +105,26 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
         if not dynamic:
             raise EdgeTamExportError(f"{spec.name}: static int8 needs calibration inputs (sample pictures)")
         calls = [example_inputs(spec)]  # dynamic: one call so the weight observers see the weights
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
-    observed = prepare_pt2e(program.module(), quantizer)
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    module = program.module()
+    quantizer = XNNPACKQuantizer()
+    if quantization.modules:
+        for name in quantization.selects(called_module_names(module), spec.name):
+            quantizer.set_module_name(name, config)
+    else:
+        quantizer.set_global(config)
+    observed = prepare_pt2e(module, quantizer)
     with torch.no_grad():
         for args in calls:
             observed(*args)
     return export_program(convert_pt2e(observed), spec)
+
+
+def called_module_names(graph_module: torch.fx.GraphModule) -> set[str]:
+    """Qualified names of the wrapper's modules that the exported graph calls (its `nn_module_stack`), as
+    XNNPACK's quantizer matches them in `set_module_name`."""
+    return {path.removeprefix("L['self'].") for node in graph_module.graph.nodes
+            for path, _ in (node.meta.get("nn_module_stack") or {}).values() if path}
 
 
 def _coreml_partitioner(recipe: Recipe):
