@@ -231,8 +231,8 @@ def test_executorch_int8_is_lowered_to_xnnpack_int8_kernels(scheme, tmp_path):
 
 def test_quantization_can_be_scoped_to_some_modules_of_a_stage(tiny_reference, tmp_path):
     """`[quantization_modules]` quantizes only the modules its patterns name (the rest of the stage keeps fp32
-    weights); a pattern that matches nothing, a scope on a float stage and a backend that quantizes whole stages
-    only are refused before any work."""
+    weights); a pattern that matches nothing is refused when its stage is lowered, a scope on a float stage and a
+    backend that quantizes whole stages only before any work; none of them leaves a file behind."""
     torch.manual_seed(0)
     module = Weighted().eval()  # conv: 18,432 weights, linear: 8,192
     calibration = [{"x": torch.randn(2, 32, 16, 16)} for _ in range(4)]
