@@ -64,6 +64,23 @@ def test_executorch_xnnpack_runs_every_matmul_and_convolution(tiny_bundles, stag
     assert heavy == [], f"{stage}: {heavy} run on portable kernels"
 
 
+def test_onnx_artifacts_carry_no_trace_of_the_exporting_machine(tiny_bundles):
+    """The exporter's debugging metadata (stack traces with this checkout's paths, FX node text) is dropped:
+    only the module each node came from stays, so an artifact's checksum does not depend on where it was built."""
+    import onnx
+
+    from edgetam_export.backends.onnx import KEPT_NODE_METADATA
+
+    checkout = str(Path(__file__).resolve().parents[1]).encode()
+    bundle = tiny_bundles["onnx-fp32"]
+    for stage in STAGES:
+        artifact = bundle.artifact(stage)
+        assert checkout not in artifact.read_bytes(), stage
+        nodes = onnx.load(str(artifact)).graph.node
+        keys = {entry.key for node in nodes for entry in node.metadata_props}
+        assert keys == set(KEPT_NODE_METADATA) and not any(node.doc_string for node in nodes), (stage, keys)
+
+
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_verify_passes_on_every_output(tiny_bundles, tiny_reference, data_dir, recipe):
     report = verify_bundle(tiny_bundles[recipe].path, tiny_reference, data_dir=data_dir)

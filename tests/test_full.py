@@ -22,13 +22,13 @@ from tests.test_export import heavy_operators_on_portable_kernels
 pytestmark = pytest.mark.full
 
 #: recipe -> (its float recipe, the stages quantized here). ExecuTorch quantizes its image encoder (static int8, the
-#: stage int8 speeds up most) and its decoder's MLPs (dynamic, scoped: the examples gate judges them beside the int8
-#: encoder); its memory encoder and memory attention would cost CI another ~2 minutes of lowering (both passed at
-#: full size in the benchmark export, and the toy in test_quantization lowers both schemes). ONNX and Core ML
-#: quantize every stage their recipe names. The fall back of a stage that fails a gate is tested on the tiny bundle.
+#: stage int8 speeds up most) and its decoder (int8 weights: the examples gate judges it beside the int8 encoder);
+#: its memory encoder and memory attention would cost CI another ~2 minutes of lowering (both passed at full size in
+#: the benchmark export, and the toy in test_quantization lowers both schemes). ONNX and Core ML quantize every
+#: stage their recipe names. The fall back of a stage that fails a gate is tested on the tiny bundle.
 FULL_CASES = {
     "executorch-xnnpack-int8": ("executorch-xnnpack-fp32", ("image_encoder", "prompt_decoder")),
-    "onnx-int8": ("onnx-fp32", ("image_encoder", "memory_encoder", "memory_attention")),
+    "onnx-int8": ("onnx-fp32", tuple(load_recipe("onnx-int8").quantization)),
     "coreml-int8": ("coreml-fp16", tuple(STAGES)),
 }
 

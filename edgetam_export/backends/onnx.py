@@ -12,6 +12,7 @@ from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.spec import StageSpec
 
 if TYPE_CHECKING:
+    import onnx
     from torch.export import ExportedProgram
 
     from edgetam_export.recipes import Recipe
@@ -22,7 +23,7 @@ DEFAULT_OPSET = 18
 class OnnxBackend(Backend):
     name = "onnx"
     suffix = ".onnx"
-    schemes = frozenset({"int8-static", "int8-dynamic"})
+    schemes = frozenset({"int8-static", "int8-dynamic", "int8-weights"})
 
     def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path,
               quantization: StageQuantization | None = None) -> dict:
@@ -41,10 +42,15 @@ class OnnxBackend(Backend):
             optimize=True,
             verbose=False,
         )
-        onnx_program.save(str(artifact), external_data=False)
+        model = onnx_program.model_proto
+        strip_debug_metadata(model)
+        if quantization is not None and quantization.scheme == "int8-weights":
+            int8_weight_only(model, spec)
+        onnx.save(model, str(artifact))
         facts = {"opset": opset}
         if quantization is not None:
-            quantize_onnx(artifact, quantization)
+            if quantization.scheme != "int8-weights":  # ONNX Runtime's quantizers work on files
+                quantize_onnx(artifact, quantization)
             facts["quantization"] = quantization.scheme
         model = onnx.load(str(artifact))
         onnx.checker.check_model(model)
@@ -52,6 +58,31 @@ class OnnxBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {"onnx": version("onnx"), "onnxruntime": version("onnxruntime"), "onnxscript": version("onnxscript")}
+
+
+#: Node metadata the exporter writes that a bundle keeps: the module each node came from. The rest (Python
+#: stack traces with the exporting machine's paths, FX node text, class names) is 2.3 MB of a full-size fp32
+#: bundle and makes a file's checksum depend on where it was exported.
+KEPT_NODE_METADATA = frozenset({"pkg.torch.onnx.name_scopes"})
+
+
+def strip_debug_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's debugging metadata from every node (`KEPT_NODE_METADATA` stays), in place."""
+    from onnx import NodeProto
+
+    def strip(nodes: list[NodeProto]) -> None:
+        for node in nodes:
+            kept = [entry for entry in node.metadata_props if entry.key in KEPT_NODE_METADATA]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+            node.doc_string = ""
+            for attribute in node.attribute:
+                for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                    strip(subgraph.node)
+
+    strip(model.graph.node)
+    for function in model.functions:
+        strip(function.node)
 
 
 def quantize_onnx(artifact: Path, quantization: StageQuantization) -> None:
@@ -84,3 +115,45 @@ def quantize_onnx(artifact: Path, quantization: StageQuantization) -> None:
             current = convs
         quantize_dynamic(str(current), str(artifact), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                          weight_type=QuantType.QInt8)
+
+
+def int8_weight_only(model: onnx.ModelProto, spec: StageSpec) -> None:
+    """int8 weights, in place: each constant 2D weight of a MatMul / Gemm becomes int8 codes (symmetric, per
+    output channel) and a `DequantizeLinear` in front of the float matmul. Activations stay fp32, so the
+    error is the weights' rounding alone (ONNX Runtime's quantizers all quantize activations too)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    dequantized: dict[str, str] = {}
+    added = []
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or node.input[1] not in weights:
+            continue
+        name = node.input[1]
+        if name not in dequantized:
+            weight = numpy_helper.to_array(weights[name])
+            if weight.dtype != np.float32 or weight.ndim != 2:
+                continue
+            trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+            axis = 0 if trans_b else 1  # the output channels
+            scale = np.abs(weight).max(axis=1 - axis) / 127
+            scale = np.maximum(scale, np.finfo(np.float32).tiny).astype(np.float32)
+            codes = np.clip(np.round(weight / np.expand_dims(scale, 1 - axis)), -127, 127).astype(np.int8)
+            graph.initializer.extend([numpy_helper.from_array(codes, f"{name}_int8"),
+                                      numpy_helper.from_array(scale, f"{name}_scale"),
+                                      numpy_helper.from_array(np.zeros_like(scale, np.int8), f"{name}_zero")])
+            added.append(helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
+                                          [f"{name}_dequantized"], axis=axis, name=f"{name}_dequantize"))
+            dequantized[name] = f"{name}_dequantized"
+        node.input[1] = dequantized[name]
+    if not dequantized:
+        raise EdgeTamExportError(f"{spec.name}: int8-weights found no MatMul / Gemm with constant weights to quantize")
+    still_read = {value for node in graph.node for value in node.input}
+    kept = [init for init in graph.initializer if init.name not in dequantized or init.name in still_read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = [*added, *graph.node]  # the dequantizations read initializers only: the order stays topological
+    del graph.node[:]
+    graph.node.extend(nodes)
