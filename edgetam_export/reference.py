@@ -115,31 +115,31 @@ def image_config_from_video(config: EdgeTamVideoConfig) -> EdgeTamConfig:
 
 @torch.no_grad()
 def init_random_weights(model: EdgeTamVideoModel, seed: int) -> None:
-    """Seeded, scale-preserving random weights.
+    """Seeded, scale-preserving random weights, every parameter and buffer drawn on its own.
 
     transformers' own init gives image embeddings near 1e-9 and empty video masks, which would make
-    any parity figure meaningless; PyTorch's layer defaults plus random BatchNorm statistics and
-    order-one free parameters keep activations of order one through the whole network.
+    any parity figure meaningless; PyTorch's layer defaults plus random norm parameters, BatchNorm
+    statistics and order-one free parameters keep activations of order one through the whole network.
+    No two tensors are left equal (norm weights of ones, copied matrices): weights that tie what a
+    checkpoint may keep apart would hide code that reads the wrong one (see `tie_like_released_checkpoint`).
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if hasattr(module, "reset_parameters"):
             module.reset_parameters()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.running_mean.normal_(0.0, 0.1, generator=generator)
             module.running_var.uniform_(0.5, 1.5, generator=generator)
-            module.weight.uniform_(0.5, 1.5, generator=generator)
-            module.bias.normal_(0.0, 0.1, generator=generator)
-        elif hasattr(module, "reset_parameters") and not isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_parameters()
         for name, param in module.named_parameters(recurse=False):
-            if not hasattr(module, "reset_parameters"):
+            if _is_norm(module):  # ones and zeros after reset: scales near 1, shifts near 0
+                param.uniform_(0.5, 1.5, generator=generator) if name == "weight" else param.normal_(
+                    0.0, 0.1, generator=generator)
+            elif not hasattr(module, "reset_parameters"):
                 # Free parameters: learned tokens, layer scales, temporal encodings.
                 param.normal_(0.0, 0.5, generator=generator)
         if hasattr(module, "positional_embedding") and isinstance(module.positional_embedding, torch.Tensor):
             module.positional_embedding.normal_(0.0, 1.0, generator=generator)
-    # One Gaussian matrix serves prompts and the image-wide embedding, as in the released weights.
-    model.shared_image_embedding.positional_embedding.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
     # Trained heads are decisive: mask logits of several units and objects mostly present. Without
     # this, random masks hover around 0 and thresholding turns float noise into flipped pixels.
     decoder = model.mask_decoder
@@ -200,6 +200,19 @@ def calibrate_mask_area(model: EdgeTamVideoModel, area: float, rounds: int = 3) 
     finally:
         decoder.dynamic_multimask_via_stability = stability
     _set_mask_logit_bias(decoder, bias - _rounded(float(torch.quantile(single.flatten().float(), 1.0 - area))), tokens=[0])
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """Normalization layers (BatchNorm, LayerNorm, GroupNorm, transformers' channels-first LayerNorms)."""
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) or (
+        "LayerNorm" in type(module).__name__)
+
+
+@torch.no_grad()
+def tie_like_released_checkpoint(model: EdgeTamVideoModel) -> None:
+    """Store one Gaussian matrix for prompts and the image-wide encoding, as the released `edgetam.pt` does
+    (its conversion copies it; `convert_original_state_dict`)."""
+    model.shared_image_embedding.positional_embedding.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
 
 
 def _rounded(value: float, step: float = 1 / 64) -> float:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from PIL import Image
 
 from edgetam_export.parity import psnr_db
+from edgetam_export.reference import tie_like_released_checkpoint
 from edgetam_export.stages.registry import STAGES
 from edgetam_export.stages.common import AxialTable, assert_all_contiguous
 from edgetam_export.stages.spec import EMPTY_SLOT_LABEL, NOT_A_POINT_LABEL
@@ -74,6 +77,21 @@ def test_wrappers_equal_upstream_on_realistic_inputs(tiny_reference, tiny_shapes
             values = expected[name].float()
             assert values.numel() < 8 or values.std() > 1e-3, f"{case.stage}/{name} is degenerate"
             assert psnr_db(expected[name].numpy(), got[name].numpy()) > 100, f"{case.stage}/{name} [{case.label}]"
+
+
+def test_decoder_equals_upstream_in_the_released_checkpoints_tied_form(tiny_reference, tiny_shapes, tiny_cases):
+    """The test weights keep the prompt and image-wide Gaussian matrices apart (the test above); the released
+    checkpoint stores one matrix for both, and that form must match too."""
+    model = copy.deepcopy(tiny_reference.video_model)
+    tie_like_released_checkpoint(model)
+    stage = STAGES["prompt_decoder"]
+    wrapper, spec = stage.build(model, tiny_shapes), stage.spec(tiny_shapes)
+    cases = [case for case in tiny_cases if case.stage == "prompt_decoder"]
+    assert cases
+    for case in cases:
+        got, expected = _run(wrapper, spec, case.inputs), stage.upstream(model, tiny_shapes, case.inputs)
+        for name in spec.output_names:
+            assert psnr_db(expected[name].numpy(), got[name].numpy()) > 100, f"{name} [{case.label}]"
 
 
 def test_decoder_matches_edgetam_model_end_to_end(tiny_reference, wrappers, tiny_shapes, data_dir):

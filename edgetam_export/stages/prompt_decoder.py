@@ -152,7 +152,9 @@ class PromptDecoderStage(nn.Module):
             "output_tokens",
             torch.cat([decoder.obj_score_token.weight, decoder.iou_token.weight, decoder.mask_tokens.weight])[None],
         )
-        self.image_pe = GridFourierFeatures(prompt_encoder.shared_embedding.positional_embedding, shapes.embed_size)
+        # transformers' image-wide encoding reads the model's own matrix, not the prompt encoder's: the
+        # released checkpoint stores one matrix in both, other checkpoints need not.
+        self.image_pe = GridFourierFeatures(model.shared_image_embedding.positional_embedding, shapes.embed_size)
         contiguous_buffer(self, "no_object_pointer", model.no_object_pointer.reshape(1, 1, -1))
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
