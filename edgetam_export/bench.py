@@ -29,7 +29,7 @@ from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.export import reference_for_bundle, tool_versions
 from edgetam_export.fp32_peak import measure_fp32_peak
 from edgetam_export.progress import Progress
-from edgetam_export.safe_output import write_text_atomic
+from edgetam_export.safe_output import REPORT_MARKER, write_text_atomic
 from edgetam_export.sample_data import bedroom_frames
 from edgetam_export.reference import Reference, build_video_processor
 from edgetam_export.runtime.runners import StageRunner, load_runners
@@ -360,14 +360,18 @@ def run_benchmarks(
         raise EdgeTamExportError("bundles benchmarked together must share weights and shapes (export them alike)")
     threads = threads or os.cpu_count() or 1
     thread_counts = set_threads(threads, bundles)
+    say = progress or (lambda message: None)
+    say("bench: rebuilding the reference weights from the manifest")
     reference = reference_for_bundle(bundles[0])
     shapes = bundles[0].manifest.shapes
     data_dir = data_dir or default_data_dir()
     stills, _ = sample_pictures(data_dir)
     frames = _video_frames(data_dir, video_frames)
+    say(f"bench: loading {len(bundles)} bundle(s)")
     shared = [name for name in STAGES if all(name in bundle.stage_names for bundle in bundles)]
     runners = {b.path: load_runners(b, sorted(set(shared) | set(TRACKING_STAGES)), threads=threads) for b in bundles}
     counter = Progress("bench: measurement", len(shared) + 1 + len(object_counts), progress, 0.0)
+    say(f"bench: measuring this machine's fp32 peak on {threads} threads")
     peak = measure_fp32_peak(threads)
     stage_rows, flops = bench_stages(bundles, runners, reference, shapes, data_dir, warmup, runs, counter=counter)
     for row in stage_rows:
@@ -376,6 +380,7 @@ def run_benchmarks(
         row["gflops_per_s"] = round(gflop / (row["p50_ms"] / 1000), 1)
         row["fraction_of_peak"] = round(row["gflops_per_s"] / peak.gflops, 3)
     return {
+        REPORT_MARKER: "edgetam-export bench",
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": code_commit(),

@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from edgetam_export.bench import EAGER, SETTLE_SECONDS
+from edgetam_export.safe_output import MARKDOWN_MARKER, write_text_atomic
 
 ONNX_RUNTIME = "onnx-fp32"
 
@@ -287,6 +288,7 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
     machine, peak = results["machine"], results["machine"]["fp32_peak"]
     threads = ", ".join(f"{runtime} {count}" for runtime, count in results["threads"].items())
     lines = [
+        f"{MARKDOWN_MARKER} bench: regenerated reports replace this file -->",
         "# edgetam-export benchmark report",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}. Threads per runtime: {threads}.",
@@ -350,5 +352,5 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
                              f"{row['p50_ms']:.1f} |")
     if notes:
         lines += ["", "## Notes", notes.strip()]
-    report.write_text("\n".join(lines) + "\n")
+    write_text_atomic(report, "\n".join(lines) + "\n")
     return report

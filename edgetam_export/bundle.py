@@ -15,10 +15,20 @@ from pathlib import Path
 from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.recipes import Recipe, recipe_from_dict
 from edgetam_export.safe_output import BUNDLE, staged_output, write_text_atomic
-from edgetam_export.stages.spec import StageShapes, StageSpec, TensorSpec, TrackingSettings
+from edgetam_export.stages.spec import (
+    CAPACITY_BOUNDS,
+    STAGE_NAMES,
+    StageShapes,
+    StageSpec,
+    TensorSpec,
+    TrackingSettings,
+    capacity_problem,
+)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+#: `--model` / manifest source of seeded random weights.
+RANDOM_SOURCE = "random"
 
 
 def sha256_of(path: Path) -> str:
@@ -66,6 +76,13 @@ class ModelRecord:
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "config_overrides" or v}
+
+    def random_weights_notice(self) -> str | None:
+        """What every output of a random-weights bundle must say: its masks look like noise by design."""
+        if self.source != RANDOM_SOURCE:
+            return None
+        return (f"random weights (seed {self.seed}): masks are not meaningful; export trained weights with "
+                "--model path/to/edgetam.pt or a model folder")
 
 
 @dataclass(frozen=True)
@@ -213,6 +230,35 @@ def _check_manifest(manifest: dict, manifest_path: Path) -> None:
             f"'{manifest_path}' is incomplete (missing or invalid: {', '.join(missing[:4])}"
             f"{', ...' if len(missing) > 4 else ''}); re-export the bundle"
         )
+    problem = _contract_problem(manifest)
+    if problem:
+        raise EdgeTamExportError(f"'{manifest_path}' is invalid: {problem}; re-export the bundle")
+
+
+def _contract_problem(manifest: dict) -> str | None:
+    """What makes a complete manifest unusable: a stage missing or unknown, a stage record of another stage, two
+    stages on one file, or capacities out of bounds (memory slots of 1e9 would allocate terabytes)."""
+    stages = manifest["stages"]
+    absent = [name for name in STAGE_NAMES if name not in stages]
+    if absent:
+        return f"it lacks the stage {', '.join(absent)} (a bundle has {', '.join(STAGE_NAMES)})"
+    unknown = [name for name in stages if name not in STAGE_NAMES]
+    if unknown:
+        return f"it names an unknown stage '{unknown[0]}' (a bundle has {', '.join(STAGE_NAMES)})"
+    artifacts: dict[str, str] = {}
+    for name, record in stages.items():
+        if record["spec"]["name"] != name:
+            return f"stage '{name}' carries the contract of '{record['spec']['name']}'"
+        if record["artifact"] in artifacts:
+            return f"stages '{artifacts[record['artifact']]}' and '{name}' point at one file '{record['artifact']}'"
+        artifacts[record["artifact"]] = name
+        if record["spec"]["max_objects"] != manifest["shapes"]["max_objects"]:
+            return f"stage '{name}' takes {record['spec']['max_objects']} objects, the bundle {manifest['shapes']['max_objects']}"
+    for capacity in CAPACITY_BOUNDS:
+        problem = capacity_problem(capacity, manifest["shapes"][capacity], f"shapes.{capacity}")
+        if problem:
+            return problem
+    return None
 
 
 def read_bundle(path: Path | str, *, check_checksums: bool = True) -> Bundle:
@@ -227,9 +273,13 @@ def read_bundle(path: Path | str, *, check_checksums: bool = True) -> Bundle:
         raise EdgeTamExportError(f"'{path}' is not a bundle (no {MANIFEST_NAME}); point to a folder written by export")
     try:
         manifest = json.loads(manifest_path.read_text())
-        version = int(manifest["format_version"])
+        version = manifest["format_version"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise EdgeTamExportError(f"'{manifest_path}' is corrupt or unreadable; re-export the bundle") from None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise EdgeTamExportError(
+            f"'{manifest_path}' has format_version {version!r}, not a version number of 1 or more; re-export the bundle"
+        )
     if version > FORMAT_VERSION:
         raise EdgeTamExportError(
             f"bundle '{path}' has format version {version}, newer than this edgetam-export reads "
@@ -260,6 +310,11 @@ def copy_bundle(source: Path | str, dest: Path | str, *, overwrite: bool = False
     absent or empty, and an existing bundle there is replaced only with `overwrite`.
     """
     bundle = read_bundle(source)
+    target = Path(dest).resolve()
+    if target == bundle.path.resolve() or bundle.path.resolve() in target.parents:
+        raise EdgeTamExportError(
+            f"'{dest}' lies inside the bundle '{bundle.path}' being copied; copy it to a folder outside the bundle"
+        )
     if backends is not None and bundle.backend not in backends:
         raise EdgeTamExportError(
             f"'{bundle.path}' is a {bundle.backend} bundle ({bundle.manifest.recipe.name}); the iOS demo runs "
@@ -267,6 +322,9 @@ def copy_bundle(source: Path | str, dest: Path | str, *, overwrite: bool = False
         )
     with staged_output(dest, BUNDLE, replace=overwrite) as staging:
         shutil.copy2(bundle.path / MANIFEST_NAME, staging / MANIFEST_NAME)
+        card = bundle.path / "README.md"  # the model card (model_card.MODEL_CARD), where the bundle has one
+        if card.is_file():
+            shutil.copy2(card, staging / card.name)
         for record in bundle.manifest.stages.values():
             artifact = bundle.path / record.artifact
             if artifact.is_dir():

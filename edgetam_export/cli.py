@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import math
@@ -12,7 +13,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgetam_export.bundle import RANDOM_SOURCE
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.sample_data import SAMPLE_DATA_URL
+from edgetam_export.stages.spec import CAPACITY_BOUNDS
 
 app = typer.Typer(
     name="edgetam-export",
@@ -80,7 +84,8 @@ SizeOption = Annotated[
 ]
 DataOption = Annotated[
     Optional[Path],
-    typer.Option("--data", help="Folder with images/ and videos/bedroom/ for parity inputs (default: ../shared/data)."),
+    typer.Option("--data", help="Folder with images/ and videos/bedroom/ for parity inputs, as 'sample-data' writes it (default: "
+                     "$EDGETAM_EXPORT_DATA, else ../shared/data, else synthetic pictures)."),
 ]
 
 
@@ -105,12 +110,44 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _check_report(path: Path | None, option: str) -> None:
-    """Fail before a long run, not after it, when a report could not be written."""
-    if path is not None:
-        from edgetam_export.safe_output import check_writable_file
+def _data_folder(data: Path | None) -> Path | None:
+    """--data checked (or the default folder); when there is none, say at once that synthetic pictures stand in."""
+    from edgetam_export.sample_data import check_data_dir, default_data_dir
 
-        check_writable_file(path, option)
+    folder = check_data_dir(data) or default_data_dir()
+    if folder is None:
+        _say("no sample data (--data, $EDGETAM_EXPORT_DATA, ./data, ../shared/data): parity runs on synthetic pictures; "
+             "'edgetam-export sample-data --out data' downloads the real ones")
+    return folder
+
+
+#: Most threads any runtime may be given (a typo of 100000 would otherwise start that many).
+MAX_THREADS = 256
+
+
+def object_counts(text: str) -> tuple[int, ...]:
+    """--objects '4,1,1' as the counts to measure, each once and in order: (1, 4)."""
+    try:
+        counts = tuple(sorted({int(n) for n in text.split(",")}))
+    except ValueError:
+        counts = ()
+    most = CAPACITY_BOUNDS["max_objects"][1]
+    if not counts or min(counts) < 1 or max(counts) > most:
+        raise EdgeTamExportError(f"--objects '{text}' must be object counts from 1 to {most}, like 1,2,4,8")
+    return counts
+
+
+def _check_range(option: str, value: int, low: int, high: int, hint: str = "") -> None:
+    if not low <= value <= high:
+        raise EdgeTamExportError(f"{option} must be from {low} to {high}, got {value}{hint}")
+
+
+def _check_report(path: Path | None, option: str) -> None:
+    """Fail before a long run, not after it, when a report could not be written or would replace a user's file."""
+    if path is not None:
+        from edgetam_export.safe_output import check_report_target
+
+        check_report_target(path, option)
 
 
 @app.command(epilog=_examples(
@@ -145,19 +182,18 @@ def export(
     """Export the EdgeTAM stages under a recipe into a verified bundle."""
     from edgetam_export.recipes import load_recipe
     from edgetam_export.safe_output import BUNDLE, check_target
-    from edgetam_export.sample_data import check_data_dir
 
     chosen = load_recipe(recipe).with_shapes(
         max_objects=max_objects, point_slots=point_slots, memory_slots=memory_slots, pointer_slots=pointer_slots
     )
     check_target(out, BUNDLE, force)  # an --out that must not be replaced fails before any work
-    check_data_dir(data)
+    data = _data_folder(data)
     _require_export_extra("export")
     from edgetam_export.backends import get_backend
-    from edgetam_export.export import export_bundle
+    from edgetam_export.export import check_quantization, export_bundle
     from edgetam_export.reference import load_reference
 
-    get_backend(chosen.backend)  # so does an unknown backend
+    check_quantization(chosen, get_backend(chosen.backend))  # so do an unknown backend and a scheme it lacks
     typer.echo(f"loading reference '{model}'", err=True)
     reference = load_reference(model, seed=seed, size=size.value)
     typer.echo(f"exporting with recipe '{chosen.name}' to {out}", err=True)
@@ -196,6 +232,7 @@ def verify(
     """Compare every stage of a bundle with the PyTorch reference; exit 1 on any failure."""
     from edgetam_export.bundle import read_bundle
 
+    _say(f"verify: reading '{bundle}' and checking its checksums")
     opened = read_bundle(bundle)
     runs_core_ml = opened.backend == "coreml" or opened.manifest.recipe.delegate == "coreml"
     if coreml_runtime is not None and not runs_core_ml:
@@ -203,13 +240,20 @@ def verify(
             f"--coreml-runtime applies to Core ML bundles; '{bundle}' is a bundle for {opened.backend}: drop the flag"
         )
     _check_report(report, "--report")
+    source = opened.manifest.model
+    if model is None and (seed is not None or size is not None):
+        if source.source != RANDOM_SOURCE:
+            raise EdgeTamExportError(
+                f"--seed and --size choose random weights, but '{bundle}' was exported from '{source.source}'; pass "
+                "--model random with them, or leave them out"
+            )
+        model = source.source
     _require_export_extra("verify")
     from edgetam_export.export import verify_bundle
     from edgetam_export.reference import load_reference
-    from edgetam_export.sample_data import check_data_dir
 
-    check_data_dir(data)
-    source = opened.manifest.model
+    _say("verify: loading PyTorch and the reference weights")
+    data = _data_folder(data)
     reference = None
     if model:
         chosen_size = size.value if size else source.size or "full"
@@ -223,6 +267,7 @@ def verify(
     for note in result.notes:
         typer.echo(f"note: {note}")
     if report:
+        _check_report(report, "--report")  # nothing of the user's appeared there meanwhile
         result.write(report)
         typer.echo(f"report written to {report}")
     if not result.passed:
@@ -235,8 +280,9 @@ def verify(
 
 @app.command(epilog=_examples("edgetam-export info models/edgetam-xnnpack"))
 def info(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
-    """Show a bundle's model, recipe, stages (inputs, outputs, sizes) and parity."""
+    """Show a bundle's model, recipe, stages (inputs, outputs, sizes) and parity; check every artifact's I/O."""
     from edgetam_export.bundle import read_bundle
+    from edgetam_export.runtime.runners import check_artifacts
 
     opened = read_bundle(bundle)
     manifest = opened.manifest
@@ -250,8 +296,15 @@ def info(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None
             typer.echo(f"    in   {tensor.name:<22} {tensor.dtype:<8} {list(tensor.shape)}")
         for tensor in record.spec.outputs:
             typer.echo(f"    out  {tensor.name:<22} {tensor.dtype:<8} {list(tensor.shape)}")
+    checked = check_artifacts(opened)
+    typer.echo(f"artifacts {checked}")
+    notice = manifest.model.random_weights_notice()
+    if notice:
+        typer.echo(f"warning  {notice}")
     if manifest.parity:
-        typer.echo(f"parity   {'passed' if manifest.parity['passed'] else 'FAILED'} ({manifest.parity['runtime']})")
+        pictures = manifest.parity.get("pictures", "sample data")
+        typer.echo(f"parity   {'passed' if manifest.parity['passed'] else 'FAILED'} ({manifest.parity['runtime']}; "
+                   f"inputs: {pictures})")
         for stage, entry in manifest.parity["summary"].items():
             facts = manifest.stages[stage].backend if stage in manifest.stages else {}
             scheme = facts.get("quantization")
@@ -285,6 +338,25 @@ def copy_bundle_command(
     size = sum(record.size_bytes for record in copied.manifest.stages.values()) / 1e6
     typer.echo(f"copied {copied.manifest.recipe.name} ({len(copied.stage_names)} stages, {size:.1f} MB, checksums "
                f"verified) to {copied.path}")
+
+
+@app.command("sample-data", epilog=_examples(
+    "edgetam-export sample-data --out data",
+    "edgetam-export export --model random --size tiny --recipe onnx-fp32 --data data --out models/try-me",
+))
+def sample_data_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (absent or empty, or an earlier download).")] = Path(
+        "data"),
+    base_url: Annotated[str, typer.Option("--base-url", help="Where images/ and videos/bedroom/ are served.")] = (
+        SAMPLE_DATA_URL),
+) -> None:
+    """Download the sample pictures and the 200-frame bedroom clip (14 MB) that --data, parity and benchmarks use."""
+    from edgetam_export.sample_data import download_sample_data
+
+    _say(f"sample-data: downloading 203 files from {base_url}")
+    download_sample_data(out, base_url, progress=_say)
+    typer.echo(f"wrote {out} (images/, videos/bedroom/, every file's sha256 checked); pass --data {out} or set "
+               f"EDGETAM_EXPORT_DATA={out}")
 
 
 @app.command()
@@ -343,7 +415,8 @@ def _label(numbers: list[float], option: str, text: str) -> int:
 
 
 @app.command(epilog=_examples(
-    "edgetam-export segment ../shared/data/images/truck.jpg --bundle models/edgetam-xnnpack --point 500,375 --out out/truck",
+    "edgetam-export segment data/images/truck.jpg --bundle models/edgetam-xnnpack --point 500,375 --out out/truck   "
+    "(data/: edgetam-export sample-data)",
     "edgetam-export segment IMAGE --bundle DIR --point 500,375 --point 450,300,0 --out out/refined   (0: negative)",
     "edgetam-export segment IMAGE --bundle DIR --box 75,275,1725,850 --box 425,600,700,875 --out out/boxes",
     "edgetam-export segment IMAGE --bundle DIR --auto --out out/everything",
@@ -400,7 +473,7 @@ def segment(
 
 
 @app.command(epilog=_examples(
-    "edgetam-export track ../shared/data/videos/bedroom --bundle models/edgetam-xnnpack --point 0:1:210,350 "
+    "edgetam-export track data/videos/bedroom --bundle models/edgetam-xnnpack --point 0:1:210,350 "
     "--box 30:2:500,150,800,450 --out out/bedroom",
     "edgetam-export track clip.mp4 --bundle DIR --mask 0:3:my_mask.png --reverse --out out/masked",
 ))
@@ -479,33 +552,31 @@ def bench_run(
     """Measure every stage, image mode and video FPS for the bundles and eager PyTorch, in one process."""
     from edgetam_export.bundle import read_bundle
 
-    try:
-        counts = tuple(int(n) for n in objects.split(","))
-    except ValueError:
-        counts = ()
-    if not counts or min(counts) < 1:
-        raise EdgeTamExportError(f"--objects '{objects}' must be object counts of at least 1, like 1,2,4,8")
-    if runs < 1 or warmup < 0 or video_frames < warmup + 2:
+    counts = object_counts(objects)
+    _check_range("--runs", runs, 1, 10_000)
+    _check_range("--warmup", warmup, 0, 1_000)
+    if video_frames < warmup + 2:
         raise EdgeTamExportError(
-            f"--runs must be at least 1 (got {runs}), --warmup at least 0 (got {warmup}) and --video-frames at least "
-            f"--warmup + 2 (got {video_frames}): the prompt frame, the warm-up frames and one timed frame"
+            f"--video-frames must be at least --warmup + 2 (got {video_frames}): the prompt frame, the warm-up frames "
+            "and one timed frame"
         )
-    if threads is not None and threads < 1:
-        raise EdgeTamExportError(f"--threads must be at least 1 (got {threads}); leave it out for one per core")
+    if threads is not None:
+        _check_range("--threads", threads, 1, MAX_THREADS, "; leave it out for one per core")
     _check_report(report, "--report")
     _check_report(markdown, "--markdown")
     for path in bundles:
         read_bundle(path, check_checksums=False)  # a missing bundle fails now, not after minutes
+    _say(f"bench: loading PyTorch, {len(bundles)} bundle(s) and the reference weights")
     _require_export_extra("bench run")
     from edgetam_export.bench import run_benchmarks, validate
     from edgetam_export.bench_report import write_report
     from edgetam_export.safe_output import write_text_atomic
-    from edgetam_export.sample_data import check_data_dir
-
-    check_data_dir(data)
+    data = _data_folder(data)
     results = run_benchmarks(bundles, data_dir=data, warmup=warmup, runs=runs, video_frames=video_frames,
                              object_counts=counts, threads=threads, progress=_say)
     validate(results, "results.schema.json")
+    _check_report(report, "--report")
+    _check_report(markdown, "--markdown")
     write_text_atomic(report, json.dumps(results, indent=1) + "\n")
     typer.echo(f"results written to {report}")
     if markdown:
@@ -544,7 +615,9 @@ def main() -> None:
 
     terminate_on_sigterm()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode Typer returns the code of `typer.Exit(n)` (a failed check) and 130 for
+        # Ctrl-C, instead of exiting: both must reach the shell.
+        code = app(standalone_mode=False)
     except EdgeTamExportError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -556,11 +629,31 @@ def main() -> None:
         message = exc.format_message().replace("Value error, ", "").rstrip(".")
         typer.echo(f"error: {message}; see '{command} --help'", err=True)
         sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in _PATH_PROBLEMS:
+            raise
+        typer.echo(f"error: {exc.strerror} for '{exc.filename}'; {_PATH_PROBLEMS[exc.errno]}", err=True)
+        sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        code = INTERRUPTED
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
+    if code == INTERRUPTED:
+        typer.echo("interrupted", err=True)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+#: Operating-system errors that are the user's path or disk, not a bug, with the fix.
+_PATH_PROBLEMS = {
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ENOSPC: "free some disk space or choose another folder",
+    errno.EDQUOT: "free some disk space or choose another folder",
+    errno.EACCES: "choose a path you may read and write",
+    errno.EROFS: "choose a folder on a writable disk",
+}
+
+#: Exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
 
 
 #: Typer's usage-error class (its own copy of click's), reached through the public BadParameter.

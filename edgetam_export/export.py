@@ -39,12 +39,17 @@ from edgetam_export.parity import ParityReport, compare_output
 from edgetam_export.progress import Progress
 from edgetam_export.recipes import Recipe
 from edgetam_export.reference import Reference, load_reference
-from edgetam_export.safe_output import BUNDLE, check_target, staged_output
+from edgetam_export.model_card import MODEL_CARD, model_card
+from edgetam_export.safe_output import BUNDLE, check_target, staged_output, write_text_atomic
 from edgetam_export.sample_data import check_data_dir, default_data_dir
 from edgetam_export.samples import build_cases, calibration_pictures
 from edgetam_export.stages.registry import OBJECTS, STAGES, StageSpec, tracking_settings
 
 ProgressSink = Callable[[str], None]
+
+#: What a manifest's `parity.pictures` says the parity inputs were.
+SAMPLE_PICTURES = "the sample pictures (images/truck.jpg, images/groceries.jpg, videos/bedroom)"
+SYNTHETIC_PICTURES = "synthetic pictures (no sample data was found)"
 
 
 def _quiet(message: str) -> None:
@@ -101,13 +106,15 @@ def export_bundle(
     backend = get_backend(recipe.backend)
     check_quantization(recipe, backend)
     check_target(Path(out), BUNDLE, overwrite)
-    data_dir = check_data_dir(data_dir)
+    data_dir = check_data_dir(data_dir) or default_data_dir()
+    if data_dir is None:
+        progress(f"no sample data found: parity runs on {SYNTHETIC_PICTURES} (the manifest records it)")
     model = reference.video_model
     shapes = recipe.stage_shapes(model)
     calibration: dict[str, list] = {}
     if "int8-static" in recipe.quantization.values():  # activation ranges; weight-only schemes need none
         progress("quantization: running the reference on the calibration pictures")
-        pictures = calibration_pictures(data_dir or default_data_dir())
+        pictures = calibration_pictures(data_dir)
         for case in build_cases(reference, shapes, data_dir, pictures=pictures):
             calibration.setdefault(case.stage, []).append(case.inputs)
     with staged_output(out, BUNDLE, replace=overwrite) as staging:
@@ -154,12 +161,15 @@ def export_bundle(
                 "no bundle written"
             )
         summary = report.to_json()
-        write_manifest(staging, dataclasses.replace(manifest, parity={
+        manifest = dataclasses.replace(manifest, parity={
             "passed": report.passed,
             "runtime": report.runtime,
+            "pictures": SYNTHETIC_PICTURES if data_dir is None else SAMPLE_PICTURES,
             "thresholds": summary["thresholds"],
             "summary": summary["summary"],
-        } | report.gates_json()))
+        } | report.gates_json())
+        write_manifest(staging, manifest)
+        write_text_atomic(staging / MODEL_CARD, model_card(manifest))
     return read_bundle(out)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetam_export.recipes import ParityThresholds
+from edgetam_export.safe_output import REPORT_MARKER, write_text_atomic
 
 #: Outputs whose values are mask logits: they also get a mask IoU (logits > 0).
 MASK_OUTPUTS = {("prompt_decoder", "mask_logits")}
@@ -163,6 +164,7 @@ class ParityReport:
             return value
 
         return {
+            REPORT_MARKER: "edgetam-export verify",
             "bundle": self.bundle,
             "recipe": self.recipe,
             "backend": self.backend,
@@ -177,8 +179,7 @@ class ParityReport:
         }
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        write_text_atomic(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     def table(self) -> str:
         """A fixed-width table a person reads in a terminal."""

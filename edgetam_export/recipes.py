@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.stages.spec import CAPACITY_BOUNDS, capacity_problem
 
 if TYPE_CHECKING:
     from transformers import EdgeTamVideoModel
@@ -113,8 +114,9 @@ class Recipe:
         """A copy with some capacities overridden (CLI flags); None leaves a field as it is."""
         changes = {k: v for k, v in overrides.items() if v is not None}
         for key, value in changes.items():
-            if value < 1:
-                raise EdgeTamExportError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+            problem = capacity_problem(key, value, f"--{key.replace('_', '-')}")
+            if problem:
+                raise EdgeTamExportError(problem)
         return dataclasses.replace(self, shapes=dataclasses.replace(self.shapes, **changes))
 
     def to_json(self) -> dict:
@@ -135,6 +137,11 @@ def recipe_from_dict(data: dict, origin: str) -> Recipe:
         recipe = Recipe(shapes=shapes, parity=parity, tracking_gate=None if gate is None else TrackingGate(**gate), **data)
     except TypeError as exc:
         raise EdgeTamExportError(f"recipe {origin} has an unknown or missing field ({exc}); see recipes/*.toml") from None
+    for capacity in CAPACITY_BOUNDS:
+        value = getattr(recipe.shapes, capacity)
+        problem = None if value is None else capacity_problem(capacity, value, f"[shapes] {capacity}")
+        if problem:
+            raise EdgeTamExportError(f"recipe {origin}: {problem}")
     for stage, scheme in recipe.quantization.items():
         if scheme not in QUANTIZATION_SCHEMES:
             raise EdgeTamExportError(

@@ -30,10 +30,10 @@ from transformers import (
     TimmWrapperConfig,
 )
 
+from edgetam_export.bundle import RANDOM_SOURCE
 from edgetam_export.errors import EdgeTamExportError, short_reason
 
 HUB_IDS = ("yonigozlan/edgetam-1", "facebook/EdgeTAM")
-RANDOM_SOURCE = "random"
 # Output scales of the random weights' heads (see init_random_weights).
 MASK_LOGIT_GAIN = 30.0
 OBJECT_SCORE_GAIN = 20.0

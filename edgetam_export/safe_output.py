@@ -33,7 +33,7 @@ _STAGING_SUFFIX = ".partial"
 
 def _bundle_files(index: dict) -> Callable[[str], bool]:
     artifacts = {record.get("artifact") for record in (index.get("stages") or {}).values() if isinstance(record, dict)}
-    return lambda path: path == "manifest.json" or path.split("/")[0] in artifacts
+    return lambda path: path in ("manifest.json", "README.md") or path.split("/")[0] in artifacts
 
 
 def _segmentation_files(index: dict) -> Callable[[str], bool]:
@@ -73,9 +73,15 @@ class OutputKind:
                 if not ours(p.relative_to(folder).as_posix())]
 
 
+def _sample_data_files(index: dict) -> Callable[[str], bool]:
+    return lambda path: path in ("sample-data.json", "images", "videos", "videos/bedroom") or bool(
+        re.fullmatch(r"images/\w+\.jpg|videos/bedroom/\d+\.jpg", path))
+
+
 BUNDLE = OutputKind("bundle", "manifest.json", ("format_version", "stages"), _bundle_files, replace_flag="--force")
 SEGMENTATION = OutputKind("segmentation result", "result.json", ("mode", "masks"), _segmentation_files)
 TRACKING = OutputKind("tracking result", "summary.json", ("frames_tracked", "objects"), _tracking_files)
+SAMPLE_DATA = OutputKind("sample-data download", "sample-data.json", ("source", "files"), _sample_data_files)
 
 
 def check_target(out: Path, kind: OutputKind, replace: bool = False) -> None:
@@ -104,6 +110,59 @@ def check_target(out: Path, kind: OutputKind, replace: bool = False) -> None:
         f"'{out}' is a folder that is not a {kind.name} written by edgetam-export ({len(entries)} entries, e.g. "
         f"'{sorted(entries)[0]}'); it is never replaced: choose a new or empty --out"
     )
+
+
+#: Key of every JSON report of ours, naming the command that wrote it; Markdown reports open with `MARKDOWN_MARKER`.
+REPORT_MARKER = "written_by"
+MARKDOWN_MARKER = "<!-- written by edgetam-export"
+#: Keys by which reports written before the marker existed are recognised (parity reports, bench results).
+_LEGACY_REPORT_KEYS = (
+    {"bundle", "recipe", "runtime", "passed", "thresholds", "results"},
+    {"schema_version", "machine", "stages", "video", "device_runs"},
+)
+_LEGACY_MARKDOWN = "# edgetam-export benchmark report"
+
+
+def is_our_report(path: Path) -> bool:
+    """Whether the file at `path` is a report this tool wrote (so replacing it loses nothing of the user's)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if text.startswith((MARKDOWN_MARKER, _LEGACY_MARKDOWN)):
+        return True
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and (
+        str(data.get(REPORT_MARKER, "")).startswith("edgetam-export") or any(keys <= set(data) for keys in _LEGACY_REPORT_KEYS)
+    )
+
+
+def enclosing_output(path: Path) -> tuple[OutputKind, Path] | None:
+    """The output folder of ours (bundle, segmentation or tracking result) that `path` lies in, if any."""
+    for folder in Path(path).resolve().parents:
+        for kind in (BUNDLE, SEGMENTATION, TRACKING):
+            if kind.index(folder) is not None:
+                return kind, folder
+    return None
+
+
+def check_report_target(path: Path, option: str) -> None:
+    """A report goes to a new file or replaces a report of ours; never a user's file, never inside an output folder
+    (a report in a bundle would overwrite or orphan its files). Checked before a long run and again before writing."""
+    path = Path(path)
+    check_writable_file(path, option)
+    inside = enclosing_output(path)
+    if inside is not None:
+        kind, folder = inside
+        raise EdgeTamExportError(f"{option} '{path}' lies inside the {kind.name} '{folder}'; write reports outside it")
+    if (path.exists() or path.is_symlink()) and (path.is_symlink() or not is_our_report(path)):
+        raise EdgeTamExportError(
+            f"{option} '{path}' exists and is not a report written by edgetam-export; it is never replaced: choose "
+            "a new file name"
+        )
 
 
 def check_writable_file(path: Path, option: str) -> None:

@@ -17,6 +17,7 @@ from PIL import Image
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.reference import Reference
 from edgetam_export.sample_data import bedroom_frames
+from edgetam_export.runtime.processing import open_picture
 from edgetam_export.runtime.memory_bank import BankLayout, Memory, Pointer, pack_bank
 from edgetam_export.stages.image_encoder import image_from_pixel_values
 from edgetam_export.stages.registry import STAGES, StageShapes
@@ -34,13 +35,7 @@ def synthetic_image(width: int = 960, height: int = 640, seed: int = 0) -> Image
 
 
 def load_images(paths: list[Path]) -> list[Image.Image]:
-    images = []
-    for path in paths:
-        try:
-            images.append(Image.open(path).convert("RGB"))
-        except (OSError, ValueError):
-            raise EdgeTamExportError(f"cannot read image '{path}': not a readable picture file") from None
-    return images
+    return [open_picture(path) for path in paths]
 
 
 def sample_pictures(data_dir: Path | None) -> tuple[list[Image.Image], list[Image.Image]]:

@@ -12,14 +12,18 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 REPO = Path(__file__).resolve().parent.parent
-DATA_DIR = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not (DATA_DIR / "images" / "truck.jpg").is_file():
-        pytest.fail(f"test data missing at {DATA_DIR}: the repo expects ../shared/data beside it")
-    return DATA_DIR
+    """$EDGETAM_EXPORT_DATA, ./data from 'edgetam-export sample-data --out data', or ../shared/data."""
+    from edgetam_export.sample_data import check_data_dir, default_data_dir
+
+    found = default_data_dir()
+    if found is None:
+        pytest.fail("no test data: run 'edgetam-export sample-data --out data' in the checkout (or set "
+                    "EDGETAM_EXPORT_DATA)")
+    return check_data_dir(found).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,40 @@ def sandbox(tmp_path_factory, tiny_bundles, data_dir) -> Path:
         if name == "escaping":
             manifest["stages"]["image_encoder"]["artifact"] = "../file.txt"
         (root / name / "manifest.json").write_text(json.dumps(manifest))
+    for name, change in {
+        "missing-stage": lambda m: m["stages"].pop("memory_attention"),
+        "zero-objects": lambda m: [m["shapes"].update(max_objects=0)]
+        + [r["spec"].update(max_objects=0) for r in m["stages"].values()],
+        "negative-slots": lambda m: m["shapes"].update(point_slots=-3),
+        "huge-memory": lambda m: m["shapes"].update(memory_slots=10**9),
+        "version-string": lambda m: m.update(format_version="1"),
+        "version-zero": lambda m: m.update(format_version=0),
+        "shared-file": lambda m: m["stages"]["prompt_decoder"].update(
+            {k: m["stages"]["image_encoder"][k] for k in ("artifact", "sha256", "size_bytes")}),
+    }.items():
+        shutil.copytree(bundle, root / name)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        change(manifest)
+        (root / name / "manifest.json").write_text(json.dumps(manifest))
+    swapped = root / "swapped"  # two artifacts exchanged and the checksums rewritten to match
+    shutil.copytree(bundle, swapped)
+    manifest = json.loads((swapped / "manifest.json").read_text())
+    for stage, other in (("prompt_decoder", "memory_encoder"), ("memory_encoder", "prompt_decoder")):
+        shutil.copy(bundle / f"{other}.onnx", swapped / f"{stage}.onnx")
+        manifest["stages"][stage].update({k: json.loads((bundle / "manifest.json").read_text())["stages"][other][k]
+                                          for k in ("sha256", "size_bytes")})
+    (swapped / "manifest.json").write_text(json.dumps(manifest))
+    Image.new("1", (20000, 20000)).save(root / "huge.png")  # 400 megapixels, a few kB as a file
+    Image.fromarray(np.zeros((540, 960), np.uint8)).save(root / "empty-mask.png")
+    (root / "user.json").write_text('{"mine": true}\n')
+    (root / "absurd.toml").write_text(
+        (Path(__file__).parent.parent / "recipes" / "onnx-fp32.toml").read_text().replace("max_objects = 8", "max_objects = 100000"))
+    corrupt_data = root / "corrupt-data"
+    shutil.copytree(data_dir / "images", corrupt_data / "images", ignore=shutil.ignore_patterns("cars.jpg"))
+    (corrupt_data / "videos" / "bedroom").mkdir(parents=True)
+    for frame in sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:6]:
+        shutil.copy(frame, corrupt_data / "videos" / "bedroom" / frame.name)
+    (corrupt_data / "images" / "truck.jpg").write_bytes(b"not a jpeg")
     (root / "not-json").mkdir()
     (root / "not-json" / "manifest.json").write_text("{oops")
     tampered = root / "tampered"
@@ -80,8 +114,14 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("folder without a model", ("export", "--model", f"{S}/notes", "--out", OUT), "not a usable EdgeTAM model folder"),
     ("hub id offline", ("export", "--model", "yonigozlan/edgetam-1", "--out", OUT), "could not fetch"),
     ("unknown size", ("export", "--size", "huge", "--out", OUT), "'huge' is not one of 'full', 'tiny'"),
-    ("zero objects", ("export", "--max-objects", "0", "--out", OUT), "--max-objects must be at least 1"),
-    ("zero point slots", ("export", "--point-slots", "0", "--out", OUT), "--point-slots must be at least 1"),
+    ("zero objects", ("export", "--max-objects", "0", "--out", OUT), "--max-objects must be a whole number from 1 to 64"),
+    ("too many objects", ("export", "--max-objects", "100000", "--out", OUT), "--max-objects must be a whole number"),
+    ("zero point slots", ("export", "--point-slots", "0", "--out", OUT), "--point-slots must be a whole number from 4"),
+    ("too few point slots for a box", ("export", "--point-slots", "2", "--out", OUT), "--point-slots must be"),
+    ("absurd recipe capacity", ("export", "--recipe", f"{S}/absurd.toml", "--out", OUT),
+     "[shapes] max_objects must be a whole number from 1 to 64, got 100000"),
+    ("undecodable --data picture", ("export", "--size", "tiny", "--data", f"{S}/corrupt-data", "--out", OUT),
+     "images/truck.jpg is not a readable picture"),
     ("out is a user folder", ("export", "--size", "tiny", "--out", f"{S}/notes"), "is never replaced"),
     ("out is a file", ("export", "--size", "tiny", "--out", f"{S}/file.txt"), "is a file, not a folder"),
     ("out is a folder of bundles", ("export", "--size", "tiny", "--out", S), "is never replaced"),
@@ -98,7 +138,27 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("newer format", ("info", f"{S}/newer"), "newer than this edgetam-export reads"),
     ("artifact outside the bundle", ("info", f"{S}/escaping"), "must be a file name inside the bundle"),
     ("folder is not a bundle", ("info", f"{S}/notes"), "is not a bundle (no manifest.json)"),
+    # bundles whose manifest or artifacts do not hold together (every command that opens one)
+    ("missing stage", ("verify", f"{S}/missing-stage"), "lacks the stage memory_attention"),
+    ("missing stage in track", ("track", VIDEO, "--bundle", f"{S}/missing-stage", "--point", "0:1:10,10", "--out", OUT),
+     "lacks the stage memory_attention"),
+    ("zero objects in a manifest", ("info", f"{S}/zero-objects"), "shapes.max_objects must be a whole number from 1"),
+    ("negative point slots", ("segment", IMAGE, "--bundle", f"{S}/negative-slots", "--point", "1,1", "--out", OUT),
+     "shapes.point_slots must be a whole number from 4 to 64, got -3"),
+    ("a billion memory slots", ("track", VIDEO, "--bundle", f"{S}/huge-memory", "--point", "0:1:10,10", "--out", OUT),
+     "shapes.memory_slots must be a whole number from 1 to 64"),
+    ("format version as text", ("info", f"{S}/version-string"), "has format_version '1', not a version number"),
+    ("format version 0", ("info", f"{S}/version-zero"), "has format_version 0, not a version number"),
+    ("two stages on one file", ("info", f"{S}/shared-file"), "point at one file 'image_encoder.onnx'"),
+    ("swapped artifacts: info", ("info", f"{S}/swapped"), "artifact 'prompt_decoder.onnx' does not match"),
+    ("swapped artifacts: verify", ("verify", f"{S}/swapped"), "does not match the manifest's contract"),
+    ("swapped artifacts: segment", ("segment", IMAGE, "--bundle", f"{S}/swapped", "--point", "500,375", "--out", OUT),
+     "does not match the manifest's contract"),
+    ("swapped artifacts: track", ("track", VIDEO, "--bundle", f"{S}/swapped", "--point", "0:1:10,10", "--out", OUT),
+     "does not match the manifest's contract"),
     # verify
+    ("report into the bundle", ("verify", B, "--report", f"{B}/manifest.json"), "lies inside the bundle"),
+    ("report over a user file", ("verify", B, "--report", f"{S}/file.txt"), "is not a report written by edgetam-export"),
     ("tampered artifact", ("verify", f"{S}/tampered"), "does not match its manifest checksum"),
     ("coreml runtime on onnx", ("verify", B, "--coreml-runtime", "ALL"), "--coreml-runtime applies to Core ML bundles"),
     ("unknown coreml runtime", ("verify", B, "--coreml-runtime", "GPU"), "is not one of 'mil-interpreter'"),
@@ -114,13 +174,21 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("label 2", ("segment", IMAGE, "--bundle", B, "--point", "500,375,2", "--out", OUT), "the label must be 1"),
     ("nan point", ("segment", IMAGE, "--bundle", B, "--point", "nan,nan", "--out", OUT), "not a finite number"),
     ("short box", ("segment", IMAGE, "--bundle", B, "--box", "1,2,3", "--out", OUT), "is not [OBJ:]X0,Y0,X1,Y1"),
-    ("inverted box", ("segment", IMAGE, "--bundle", B, "--box", "700,600,425,875", "--out", OUT), "with x1 >= x0"),
+    ("inverted box", ("segment", IMAGE, "--bundle", B, "--box", "700,600,425,875", "--out", OUT), "with x1 > x0"),
+    ("box without area", ("segment", IMAGE, "--bundle", B, "--box", "100,100,100,200", "--out", OUT),
+     "with x1 > x0 and y1 > y0 (a box with an area)"),
+    ("400-megapixel picture", ("segment", f"{S}/huge.png", "--bundle", B, "--point", "1,1", "--out", OUT),
+     "million pixels; downscale it"),
+    ("300-character folder name", ("segment", IMAGE, "--bundle", B, "--point", "1,1", "--out", f"{S}/{'x' * 300}"),
+     "File name too long"),
+    ("auto grid of 100000", ("segment", IMAGE, "--bundle", B, "--auto", "--points-per-side", "100000", "--out", OUT),
+     "--points-per-side must be a whole number from 1 to 256, got 100000"),
     ("no prompt", ("segment", IMAGE, "--bundle", B, "--out", OUT), "no prompt given"),
     ("object gap", ("segment", IMAGE, "--bundle", B, "--point", "1:10,10", "--out", OUT), "without gaps"),
     ("too many points", ("segment", IMAGE, "--bundle", B, *[a for i in range(9) for a in ("--point", f"{10 + i},10")],
                          "--out", OUT), "the bundle has 8"),
     ("auto grid 0", ("segment", IMAGE, "--bundle", B, "--auto", "--points-per-side", "0", "--out", OUT),
-     "--points-per-side must be a whole number of at least 1"),
+     "--points-per-side must be a whole number from 1"),
     ("auto threshold 2", ("segment", IMAGE, "--bundle", B, "--auto", "--pred-iou-thresh", "2", "--out", OUT),
      "--pred-iou-thresh must be between 0 and 1"),
     ("auto with points", ("segment", IMAGE, "--bundle", B, "--auto", "--point", "1,1", "--out", OUT),
@@ -146,7 +214,9 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("track fractional label", ("track", VIDEO, "--bundle", B, "--point", "0:1:10,10,0.5", "--out", OUT),
      "the label must be 1"),
     ("track inverted box", ("track", VIDEO, "--bundle", B, "--box", "0:1:800,150,500,450", "--out", OUT),
-     "with x1 >= x0"),
+     "with x1 > x0"),
+    ("empty mask prompt", ("track", VIDEO, "--bundle", B, "--mask", f"0:1:{S}/empty-mask.png", "--out", OUT),
+     "has no nonzero pixel"),
     ("mask without file", ("track", VIDEO, "--bundle", B, "--mask", "0:1", "--out", OUT), "is not FRAME:OBJ:PNG"),
     ("mask missing", ("track", VIDEO, "--bundle", B, "--mask", "0:1:missing.png", "--out", OUT), "does not exist"),
     ("mask of another size", ("track", VIDEO, "--bundle", B, "--mask", f"0:1:{S}/small-mask.png", "--out", OUT),
@@ -165,10 +235,25 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("objects not numbers", ("bench", "run", B, "--report", f"{S}/r.json", "--objects", "1,x"),
      "--objects '1,x' must be object counts"),
     ("zero objects bench", ("bench", "run", B, "--report", f"{S}/r.json", "--objects", "0"), "must be object counts"),
-    ("zero runs", ("bench", "run", B, "--report", f"{S}/r.json", "--runs", "0"), "--runs must be at least 1"),
-    ("zero threads", ("bench", "run", B, "--report", f"{S}/r.json", "--threads", "0"), "--threads must be at least 1"),
+    ("too many objects bench", ("bench", "run", B, "--report", f"{S}/r.json", "--objects", "1,1000"),
+     "object counts from 1 to 64"),
+    ("zero runs", ("bench", "run", B, "--report", f"{S}/r.json", "--runs", "0"), "--runs must be from 1"),
+    ("zero threads", ("bench", "run", B, "--report", f"{S}/r.json", "--threads", "0"), "--threads must be from 1 to 256"),
+    ("100000 threads", ("bench", "run", B, "--report", f"{S}/r.json", "--threads", "100000"),
+     "--threads must be from 1 to 256, got 100000"),
     ("video shorter than warm-up", ("bench", "run", B, "--report", f"{S}/r.json", "--video-frames", "3"),
-     "--video-frames at least --warmup + 2"),
+     "--video-frames must be at least --warmup + 2"),
+    ("bench report over a user file", ("bench", "run", B, "--report", f"{S}/user.json"),
+     "'{sandbox}/user.json' exists and is not a report written by edgetam-export"),
+    ("bench markdown over a user file", ("bench", "run", B, "--report", f"{S}/r.json", "--markdown",
+                                         f"{S}/notes/notes.txt"), "is not a report written by edgetam-export"),
+    ("bench report into a bundle", ("bench", "run", B, "--report", f"{B}/bench.json"), "lies inside the bundle"),
+    # copy-bundle, sample-data
+    ("copy into the bundle itself", ("copy-bundle", B, f"{B}/inner", "--any-backend"), "lies inside the bundle"),
+    ("sample data from a non-URL", ("sample-data", "--out", OUT, "--base-url", "ftp.example/data"),
+     "is not an http(s) or file URL"),
+    ("sample data unreachable", ("sample-data", "--out", OUT, "--base-url", "http://127.0.0.1:9"), "cannot download"),
+    ("sample data into a user folder", ("sample-data", "--out", f"{S}/notes"), "is never replaced"),
     ("bench unwritable report", ("bench", "run", B, "--report", f"{S}/file.txt/r.json"), "cannot write --report"),
     ("bench missing bundle", ("bench", "run", "no/such", "--report", f"{S}/r.json"), "does not exist"),
     ("import missing run", ("bench", "import", f"{S}/nope.json", "--report", f"{S}/r.json"), "does not exist"),
@@ -216,7 +301,7 @@ API_CASES = {
                                                             boxes=[[1, 2, 3]]), "a box needs 4 numbers"),
     "image array of the wrong shape": (lambda b, d: _predictor(b).set_image(np.zeros((4, 4), np.uint8)),
                                        "must be HxWx3 uint8"),
-    "tracker inverted box": (lambda b, d: _session(b, d).add_prompt(0, 1, box=(800, 150, 500, 450)), "x1 >= x0"),
+    "tracker inverted box": (lambda b, d: _session(b, d).add_prompt(0, 1, box=(800, 150, 500, 450)), "x1 > x0"),
     "tracker label 3": (lambda b, d: _session(b, d).add_prompt(0, 1, points=[(5, 5)], labels=[3]), "point labels"),
     "tracker frame past the end": (lambda b, d: _session(b, d).add_prompt(7, 1, points=[(5, 5)]), "frame 7"),
     "tracker propagate with nothing": (lambda b, d: next(_session(b, d).propagate()), "nothing to propagate"),

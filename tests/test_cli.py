@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = (os.environ | (env or {})) | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "edgetam_export", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900
     )
@@ -35,14 +35,19 @@ def test_recipes_lists_every_shipped_recipe():
 
 
 def test_export_verify_info_round_trip(tmp_path, data_dir):
+    """Exported where no sample data is found: parity runs on synthetic pictures, and the export says so at once
+    and records it in the manifest and the model card."""
     out = tmp_path / "models" / "edgetam-onnx"
     exported = cli(
         "export", "--model", "random", "--seed", "0", "--size", "tiny", "--recipe", "onnx-fp32",
-        "--max-objects", "2", "--out", str(out), "--data", str(data_dir),
+        "--max-objects", "2", "--out", str(out), cwd=tmp_path,
     )
     assert exported.returncode == 0, exported.stderr
     assert "parity passed" in exported.stdout
-    assert (out / "manifest.json").is_file()
+    assert "parity runs on synthetic pictures" in exported.stderr.splitlines()[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parity"]["pictures"].startswith("synthetic pictures")
+    assert "synthetic pictures" in (out / "README.md").read_text()
 
     report = tmp_path / "parity.json"
     verified = cli("verify", str(out), "--report", str(report), "--data", str(data_dir))
@@ -73,7 +78,7 @@ def test_export_verify_info_round_trip(tmp_path, data_dir):
         (("export", "--model", "missing/edgetam.pt"), "does not exist"),
         (("export", "--model", "yonigozlan/edgetam-1"), "could not fetch 'yonigozlan/edgetam-1'"),
         (("export", "--size", "huge"), "'huge' is not one of 'full', 'tiny'"),
-        (("export", "--max-objects", "0"), "--max-objects must be at least 1"),
+        (("export", "--max-objects", "0"), "--max-objects must be a whole number from 1 to 64"),
         (("info", "no/such/bundle"), "does not exist"),
     ],
 )
@@ -253,3 +258,92 @@ def test_track_reverse_writes_every_frame_and_the_overlay_in_frame_order(onnx_bu
         untouched[:80] = False
         errors = [np.abs(frame[untouched] - source[untouched]).mean() for source in sources]
         assert int(np.argmin(errors)) == position, errors
+
+
+def test_object_counts_are_measured_once_each_in_order():
+    from edgetam_export.cli import object_counts
+
+    assert object_counts("1,1,1") == (1,)
+    assert object_counts("8,1,4,1") == (1, 4, 8)
+
+
+def test_outputs_of_random_weights_say_so(onnx_bundle, data_dir, tmp_path):
+    """result.json, summary.json and `info` warn that a random-weights bundle's masks mean nothing."""
+    image = str(data_dir / "images" / "groceries.jpg")
+    assert cli("segment", image, "--bundle", onnx_bundle, "--point", "400,300", "--out", str(tmp_path / "s")).returncode == 0
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert result["weights"] == "random" and result["warning"].startswith("random weights (seed 0)")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for frame in sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:2]:
+        (frames / frame.name).write_bytes(frame.read_bytes())
+    assert cli("track", str(frames), "--bundle", onnx_bundle, "--point", "0:1:210,350", "--out", str(tmp_path / "t")
+               ).returncode == 0
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["warning"].startswith("random weights")
+    info = cli("info", onnx_bundle)
+    assert info.returncode == 0 and "warning  random weights" in info.stdout
+    assert "every stage's inputs and outputs match its contract" in info.stdout
+
+
+def test_data_variable_pointing_nowhere_is_one_line(onnx_bundle, tmp_path):
+    result = cli("verify", onnx_bundle, env={"EDGETAM_EXPORT_DATA": str(tmp_path / "nowhere")})
+    assert_one_line_error(result, f"EDGETAM_EXPORT_DATA '{tmp_path / 'nowhere'}' does not exist")
+    assert "or unset EDGETAM_EXPORT_DATA" in result.stderr
+
+
+class _Server:
+    """A local HTTP server of the sample data (127.0.0.1 only), optionally serving one file altered."""
+
+    def __init__(self, root: Path, altered: str | None = None) -> None:
+        import functools
+        import http.server
+        import threading
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if altered and self.path.endswith(altered):
+                    self.send_response(200)
+                    self.send_header("Content-Length", "5")
+                    self.end_headers()
+                    self.wfile.write(b"wrong")
+                    return
+                super().do_GET()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sample_data_downloads_every_file_checked(data_dir, tmp_path):
+    server = _Server(data_dir)
+    try:
+        out = tmp_path / "data"
+        result = cli("sample-data", "--out", str(out), "--base-url", server.url)
+        assert result.returncode == 0, result.stderr
+        assert "sample-data: file 203/203" in result.stderr
+        for original in [*(data_dir / "images").glob("*.jpg"), *(data_dir / "videos" / "bedroom").glob("*.jpg")]:
+            assert (out / original.relative_to(data_dir)).read_bytes() == original.read_bytes()
+        # What it wrote is what --data takes, and a second download replaces the first (its own output).
+        assert cli("sample-data", "--out", str(out), "--base-url", server.url).returncode == 0
+        from edgetam_export.sample_data import check_data_dir
+
+        assert check_data_dir(out) == out
+    finally:
+        server.close()
+
+
+def test_sample_data_refuses_an_altered_file_and_writes_nothing(data_dir, tmp_path):
+    server = _Server(data_dir, altered="videos/bedroom/00117.jpg")
+    try:
+        result = cli("sample-data", "--out", str(tmp_path / "data"), "--base-url", server.url)
+        assert_one_line_error(result, "videos/bedroom/00117.jpg is not the expected file")
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        server.close()

@@ -38,8 +38,16 @@ def test_bundle_manifest_describes_everything(tiny_bundles, tiny_reference, reci
     assert manifest.parity["passed"] is True
     for stage in STAGES:
         assert manifest.parity["summary"][stage]["min_psnr_db"] >= 60
+    assert manifest.parity["pictures"].startswith("the sample pictures")
     # The typed manifest writes back the JSON it was read from.
     assert manifest.to_json() == json.loads((bundle.path / "manifest.json").read_text())
+    # The model card: weights (and the warning they are random), every stage with its artifact, size and parity.
+    card = (bundle.path / "README.md").read_text()
+    assert f"# EdgeTAM bundle: {recipe}" in card and "**Warning:** random weights (seed 0)" in card
+    for name, record in manifest.stages.items():
+        row = next(line for line in card.splitlines() if line.startswith(f"| {name} |"))
+        assert f"`{record.artifact}`" in row and f"{record.size_bytes / 1e6:.1f}" in row
+        assert f"{float(manifest.parity['summary'][name]['min_psnr_db']):.1f}" in row
     leftovers = [p.name for p in bundle.path.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 

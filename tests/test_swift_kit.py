@@ -47,6 +47,7 @@ def python_fixtures(tiny_bundles, coreml_bundles, data_dir, tmp_path_factory) ->
         (folder / "expected.json").write_text(json.dumps(expected))
     (root / "bank_cases.json").write_text(json.dumps(bank_cases()))
     (root / "prompt_cases.json").write_text(json.dumps(prompt_cases()))
+    (root / "orientation_cases.json").write_text(json.dumps(orientation_cases()))
     record_image_session(tiny_bundles["onnx-fp32"], data_dir, root / "image_session")
     record_tracking_session(tiny_bundles["onnx-fp32"], data_dir, root / "tracking_session")
     return root
@@ -195,6 +196,23 @@ def record_image_session(bundle: Bundle, data_dir: Path, folder: Path) -> None:
                      for name, p in pictures.items()},
         "steps": steps, "calls": len(log.calls),
     }, indent=1))
+
+
+def orientation_cases() -> list[dict]:
+    """A 5x3 picture stored under each EXIF orientation, and the upright picture Pillow's `exif_transpose` shows."""
+    from PIL import ImageOps
+
+    stored = np.random.default_rng(7).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    cases = []
+    for orientation in range(1, 9):
+        picture = Image.fromarray(stored)
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        picture.info["exif"] = exif.tobytes()
+        shown = np.asarray(ImageOps.exif_transpose(picture))
+        cases.append({"orientation": orientation, "stored": stored.flatten().tolist(), "width": 5, "height": 3,
+                      "shown": shown.flatten().tolist(), "shown_width": shown.shape[1], "shown_height": shown.shape[0]})
+    return cases
 
 
 def bank_cases() -> list[dict]:

@@ -39,11 +39,12 @@ class MaskGenerationSettings:
 
     def __post_init__(self) -> None:
         """Refuse settings the pipeline cannot run, naming the flag (as the CLI spells it)."""
-        at_least_one = {"--points-per-side": self.points_per_crop, "--points-per-batch": self.points_per_batch,
-                        "crop_n_points_downscale_factor": self.crop_n_points_downscale_factor}
-        for flag, value in at_least_one.items():
-            if not isinstance(value, int) or value < 1:
-                raise EdgeTamExportError(f"{flag} must be a whole number of at least 1, got {value}")
+        # Upper bounds: a 100000-point grid is 10^10 prompts (37 GiB of coordinates before the first decode).
+        counts = {"--points-per-side": (self.points_per_crop, 256), "--points-per-batch": (self.points_per_batch, 4096),
+                  "crop_n_points_downscale_factor": (self.crop_n_points_downscale_factor, 64)}
+        for flag, (value, most) in counts.items():
+            if not isinstance(value, int) or not 1 <= value <= most:
+                raise EdgeTamExportError(f"{flag} must be a whole number from 1 to {most}, got {value}")
         if not 0 <= self.crops_n_layers <= 4:
             raise EdgeTamExportError(f"--crop-layers must be 0 to 4, got {self.crops_n_layers}")
         fractions = {"--pred-iou-thresh": self.pred_iou_thresh, "--stability-thresh": self.stability_score_thresh,

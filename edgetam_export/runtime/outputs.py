@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from edgetam_export.bundle import Bundle
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.runtime.processing import nonzero_pixels, open_picture
 from edgetam_export.safe_output import SEGMENTATION, staged_output, write_text_atomic
 
 #: Distinct, colour-blind-friendly colours (Okabe-Ito), cycled per object.
@@ -29,11 +31,7 @@ def load_mask(path: Path) -> np.ndarray:
     """A mask PNG (or any picture) as a boolean array: nonzero pixels are the object."""
     if not path.is_file():
         raise EdgeTamExportError(f"mask '{path}' does not exist")
-    try:
-        with Image.open(path) as opened:
-            return np.asarray(opened.convert("L")) > 0
-    except (OSError, ValueError):
-        raise EdgeTamExportError(f"cannot decode mask '{path}': not a readable picture file") from None
+    return open_picture(path, "mask", nonzero_pixels)
 
 
 def overlay(
@@ -42,10 +40,11 @@ def overlay(
     points: list[tuple[float, float, int, int]] | None = None,
     boxes: list[tuple[float, float, float, float, int]] | None = None,
     names: list[str] | None = None,
+    caption: str | None = None,
 ) -> Image.Image:
     """The image with mask i tinted and outlined in colour i (None: the object has no mask here), the
     prompts of object i in its colour (clicks: filled for positive, a ring with a cross for negative)
-    and, with `names`, a legend naming each colour. Points are (x, y, label, object), boxes
+    and, with `names`, a legend naming each colour under an optional `caption` line. Points are (x, y, label, object), boxes
     (x0, y0, x1, y1, object)."""
     canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
     for index, mask in enumerate(masks):
@@ -68,19 +67,22 @@ def overlay(
             draw.line((x - radius, y + radius, x + radius, y - radius), fill=(255, 255, 255), width=2)
     for x0, y0, x1, y1, obj in boxes or []:
         draw.rectangle((x0, y0, x1, y1), outline=colour(obj), width=max(2, radius // 2))
-    if names:
-        _legend(draw, names, radius)
+    if names or caption:
+        _legend(draw, names or [], radius, caption)
     return picture
 
 
-def _legend(draw: ImageDraw.ImageDraw, names: list[str], size: int) -> None:
-    """A colour swatch and a name per object, top left, on a dark band so it reads on any frame."""
+def _legend(draw: ImageDraw.ImageDraw, names: list[str], size: int, caption: str | None = None) -> None:
+    """A colour swatch and a name per object, top left, on a dark band so it reads on any frame; the caption first."""
     font = ImageFont.load_default(size=2 * size)
     line = 2 * size + 6
-    width = max(draw.textlength(name, font=font) for name in names) + 2 * size + 20
-    draw.rectangle((4, 4, 4 + width, 8 + line * len(names)), fill=(0, 0, 0))
+    rows = ([caption] if caption else []) + names
+    width = max(draw.textlength(row, font=font) for row in rows) + 2 * size + 20
+    draw.rectangle((4, 4, 4 + width, 8 + line * len(rows)), fill=(0, 0, 0))
+    if caption:
+        draw.text((10, 8 + size), caption, fill=(255, 200, 0), anchor="lm", font=font)
     for index, name in enumerate(names):
-        top = 8 + index * line
+        top = 8 + (index + bool(caption)) * line
         draw.rectangle((10, top, 10 + 2 * size, top + 2 * size), fill=colour(index))
         draw.text((16 + 2 * size, top + size), name, fill=(255, 255, 255), anchor="lm", font=font)
 
@@ -93,6 +95,12 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
     inner[:, 1:] &= mask[:, :-1]
     inner[:, :-1] &= mask[:, 1:]
     return inner
+
+
+def weights_facts(bundle: Bundle) -> dict:
+    """The `weights` entry of result.json / summary.json, and a `warning` when the bundle has random weights."""
+    notice = bundle.manifest.model.random_weights_notice()
+    return {"weights": bundle.manifest.model.source} | ({"warning": notice} if notice else {})
 
 
 def write_segmentation(
@@ -118,7 +126,8 @@ def write_segmentation(
                                 "area": int(masks[order].sum())})
         best = [masks[int(np.argmax(scores))] for masks, scores in objects]
         names = [f"object {index}" for index in range(len(objects))] if summary.get("mode") != "automatic" else None
-        overlay(picture, best, points, boxes, names).save(staging / "overlay.png")
+        caption = "random weights: not a real segmentation" if "warning" in summary else None
+        overlay(picture, best, points, boxes, names, caption).save(staging / "overlay.png")
         result = summary | {"overlay": "overlay.png", "masks": records}
         write_text_atomic(staging / "result.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -8,11 +8,13 @@ normalizes with ImageNet statistics. Post-processing upsamples mask logits bilin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.spec import (
@@ -28,6 +30,8 @@ from edgetam_export.stages.spec import (
     StageSpec,
 )
 
+T = TypeVar("T")
+
 IMAGENET_MEAN = np.array(IMAGE_MEAN, dtype=np.float32)
 IMAGENET_STD = np.array(IMAGE_STD, dtype=np.float32)
 
@@ -36,10 +40,47 @@ STABILITY_DELTA = 0.05
 STABILITY_THRESHOLD = 0.98
 
 
+#: Pillow modes of 16-bit (and 32-bit integer) samples, which `convert("RGB")` clips to white instead of scaling.
+_WIDE_INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def as_displayed_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB as a photo viewer shows the picture: EXIF orientation applied (a phone photo is stored
+    sideways), 16-bit samples scaled to 8 bits (Pillow's conversion truncates them to almost white)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_INTEGER_MODES:
+        samples = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if samples.max(initial=0) <= 65535 else 16843009.0  # 2^16-1 or 2^32-1 onto 255
+        image = Image.fromarray(np.clip(np.rint(samples / scale), 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
+def nonzero_pixels(image: Image.Image) -> np.ndarray:
+    """(H, W) bool of a mask picture, EXIF orientation applied: any nonzero sample is the object, at any bit depth
+    (a 16-bit label map's 1 is not scaled away)."""
+    image = ImageOps.exif_transpose(image)
+    samples = np.asarray(image if image.mode in _WIDE_INTEGER_MODES else image.convert("L"))
+    return samples != 0
+
+
+def open_picture(path: Path, what: str = "image", decode: Callable[[Image.Image], T] = as_displayed_rgb) -> T:
+    """Decode a picture file (default: as displayed, 8-bit RGB), or raise one line naming the file (undecodable,
+    too large)."""
+    try:
+        with Image.open(path) as opened:
+            return decode(opened)
+    except Image.DecompressionBombError:
+        raise EdgeTamExportError(
+            f"{what} '{path}' has more than {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} million pixels; downscale it"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise EdgeTamExportError(f"cannot decode {what} '{path}': not a readable picture file") from None
+
+
 def load_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an HxWx3 uint8 array."""
+    """An RGB PIL image, as displayed, from a path, a PIL image or an HxWx3 uint8 array."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return as_displayed_rgb(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise EdgeTamExportError(f"an image array must be HxWx3 uint8, got {image.shape} {image.dtype}")
@@ -49,11 +90,7 @@ def load_image(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
         raise EdgeTamExportError(f"image '{path}' is a folder; pass one picture file (for frames, use 'track')")
     if not path.is_file():
         raise EdgeTamExportError(f"image '{path}' does not exist")
-    try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError):
-        raise EdgeTamExportError(f"cannot decode image '{path}': not a readable picture file") from None
+    return open_picture(path)
 
 
 def resized_pixels(image: Image.Image, size: int) -> np.ndarray:
@@ -167,13 +204,15 @@ def check_points(xy: np.ndarray, width: int, height: int, picture: str = "image"
 
 
 def check_box(box: np.ndarray | tuple, width: int, height: int, picture: str = "image") -> None:
-    """A box is x0, y0, x1, y1 inside the picture with x1 >= x0 and y1 >= y0."""
+    """A box is x0, y0, x1, y1 inside the picture with x1 > x0 and y1 > y0 (a box of no area covers nothing)."""
     corners = np.asarray(box, dtype=np.float64).reshape(-1)
     if corners.shape != (4,):
         raise EdgeTamExportError(f"a box needs 4 numbers x0,y0,x1,y1, got {corners.tolist()}")
     check_points(corners.reshape(2, 2), width, height, picture)
-    if corners[2] < corners[0] or corners[3] < corners[1]:
-        raise EdgeTamExportError(f"box {corners.tolist()} must be x0,y0,x1,y1 with x1 >= x0 and y1 >= y0")
+    if corners[2] <= corners[0] or corners[3] <= corners[1]:
+        raise EdgeTamExportError(
+            f"box {corners.tolist()} must be x0,y0,x1,y1 with x1 > x0 and y1 > y0 (a box with an area)"
+        )
 
 
 def check_labels(labels: np.ndarray | list, allowed: tuple[int, ...] = (POSITIVE_LABEL, NEGATIVE_LABEL)) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.progress import Progress
 from edgetam_export.runtime.automatic import MaskGenerationSettings, generate_masks
-from edgetam_export.runtime.outputs import write_segmentation
+from edgetam_export.runtime.outputs import weights_facts, write_segmentation
 from edgetam_export.runtime.predictor import EdgeTamPredictor
 from edgetam_export.runtime.processing import load_image
 from edgetam_export.safe_output import SEGMENTATION, check_target
@@ -101,7 +101,7 @@ def segment_image(
         "mode": mode,
         "objects": len(objects),
         "seconds": round(elapsed, 3),
-    }
+    } | weights_facts(predictor.bundle)
     return write_segmentation(
         out, picture, objects, [(p.x, p.y, p.label, p.obj) for p in points],
         [(b.x0, b.y0, b.x1, b.y1, b.obj) for b in boxes], summary,

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.progress import Progress
-from edgetam_export.runtime.outputs import load_mask, overlay, save_mask
+from edgetam_export.runtime.outputs import load_mask, overlay, save_mask, weights_facts
 from edgetam_export.runtime.processing import check_box, check_labels, check_points
 from edgetam_export.runtime.tracker import EdgeTamTracker, FrameResult
 from edgetam_export.runtime.video import VideoFrames
@@ -39,7 +39,9 @@ class VideoPrompt:
     mask: Path | None = None
 
 
-def write_overlay_video(out: Path, frames: VideoFrames, frame_indices: list[int], obj_ids: list[int], fps: float) -> None:
+def write_overlay_video(
+    out: Path, frames: VideoFrames, frame_indices: list[int], obj_ids: list[int], fps: float, caption: str | None = None
+) -> None:
     """overlay.mp4 in frame order (whatever order the frames were tracked in), from the written mask PNGs.
 
     Each object keeps one colour, named in a legend; frames are decoded one at a time.
@@ -55,7 +57,7 @@ def write_overlay_video(out: Path, frames: VideoFrames, frame_indices: list[int]
             for obj in obj_ids:
                 path = out / "masks" / str(obj) / f"{frame_idx:05d}.png"
                 masks.append(load_mask(path) if path.is_file() else None)
-            array = np.asarray(overlay(frames.frame(frame_idx), masks, names=names))
+            array = np.asarray(overlay(frames.frame(frame_idx), masks, names=names, caption=caption))
             writer.append_data(array[: array.shape[0] // 2 * 2, : array.shape[1] // 2 * 2])
     finally:
         writer.close()
@@ -108,6 +110,9 @@ def track_video(
                 if item.box is not None:
                     check_box(item.box, width, height, "frame")
     masks_given = {prompt.mask: load_mask(prompt.mask) for prompt in prompts if prompt.mask is not None}
+    for path, mask in masks_given.items():
+        if mask.shape == (height, width) and not mask.any():  # a mask of another size is refused by add_mask
+            raise EdgeTamExportError(f"mask '{path}' has no nonzero pixel; paint the object (nonzero) or drop --mask")
     prompted = sorted(by_frame)
     total = session.num_frames - prompted[0] + (prompted[0] if reverse else 0)
     counter = Progress("track: frame", total, progress)
@@ -144,7 +149,9 @@ def track_video(
             for result in session.propagate(prompted[0] - 1, prompted[0] - 1, reverse=True):
                 emit(result)
         elapsed = time.perf_counter() - started
-        write_overlay_video(staging, session.frames, written, sorted(session.objects), fps)
+        facts = weights_facts(tracker.bundle)
+        caption = "random weights: not a real tracking" if "warning" in facts else None
+        write_overlay_video(staging, session.frames, written, sorted(session.objects), fps, caption)
         summary = {
             "video": str(video),
             "bundle": str(bundle),
@@ -157,6 +164,6 @@ def track_video(
             "stage_seconds": {k: round(v, 3) for k, v in tracker.stage_seconds.items()},
             "masks": "masks/{object_id}/{frame:05d}.png",
             "overlay": "overlay.mp4 (frame order)",
-        }
+        } | facts
         write_text_atomic(staging / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

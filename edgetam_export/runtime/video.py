@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from edgetam_export.errors import EdgeTamExportError, short_reason
-from edgetam_export.runtime.processing import load_image
+from edgetam_export.runtime.processing import as_displayed_rgb, load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders numbers by value: frame_2 before frame_10 (as strings, 10 comes first)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
 
 
 class VideoFrames:
@@ -22,14 +28,14 @@ class VideoFrames:
         self._paths: list[Path] | None = None
         self._reader = None
         if isinstance(source, list):
-            self._images = [image.convert("RGB") for image in source]
+            self._images = [as_displayed_rgb(image) for image in source]
             count = len(self._images)
             self.source = "images"
         else:
             path = Path(source)
             self.source = str(path)
             if path.is_dir():
-                self._paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                self._paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
                 count = len(self._paths)
             elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
                 import imageio.v2 as imageio

@@ -24,7 +24,7 @@ from edgetam_export.stages import (
     prompt_decoder,
 )
 from edgetam_export.stages.common import assert_all_contiguous
-from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec, TrackingSettings
+from edgetam_export.stages.spec import OBJECTS, STAGE_NAMES, StageShapes, StageSpec, TensorSpec, TrackingSettings
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ STAGES: dict[str, StageDefinition] = {
         (mask_prompt_encoder, mask_prompt_encoder.MaskPromptEncoderStage),
     )
 }
+
+assert tuple(STAGES) == STAGE_NAMES, "spec.STAGE_NAMES must list the registry's stages in order"
 
 
 def get_stage(name: str) -> StageDefinition:

@@ -13,6 +13,27 @@ import numpy as np
 
 OBJECTS = "objects"
 
+#: Every bundle holds these stages, in pipeline order (`registry.STAGES` defines each; this list needs no torch).
+STAGE_NAMES = ("image_encoder", "prompt_decoder", "memory_encoder", "memory_attention", "mask_prompt_encoder")
+
+#: Capacities a recipe, a flag or a manifest may set, as (lowest, highest). Below the lowest, the parity
+#: cases do not fit (a box, a click and SAM's not-a-point token take 4 slots); above the highest, a stage's
+#: tensors outgrow any phone (64 memory slots of the full model hold 64 x 512 x 64 floats per object).
+CAPACITY_BOUNDS: dict[str, tuple[int, int]] = {
+    "point_slots": (4, 64),
+    "max_objects": (1, 64),
+    "memory_slots": (1, 64),
+    "pointer_slots": (1, 256),
+}
+
+
+def capacity_problem(name: str, value: object, label: str | None = None) -> str | None:
+    """Why `value` is no capacity `name` may take (None when it is fine); `label` names it as the user typed it."""
+    low, high = CAPACITY_BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"{label or name} must be a whole number from {low} to {high}, got {value!r}"
+    return None
+
 # The prompt_decoder's point-label vocabulary (SAM's, plus an empty slot removed from attention).
 POSITIVE_LABEL = 1
 NEGATIVE_LABEL = 0
@@ -50,8 +71,25 @@ class TensorSpec:
     def has_objects_axis(self) -> bool:
         return OBJECTS in self.shape
 
+    def admits_shape(self, shape: tuple[int | None, ...], max_objects: int) -> bool:
+        """Whether an artifact's declared shape fits this contract: fixed sizes equal, the objects axis dynamic
+        (None) or at most `max_objects` (ExecuTorch reports its upper bound)."""
+        return len(shape) == len(self.shape) and all(
+            (got is None or 1 <= got <= max_objects) if want == OBJECTS else got == want
+            for want, got in zip(self.shape, shape)
+        )
+
     def to_json(self) -> dict:
         return asdict(self) | {"shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ArtifactTensor:
+    """An input or output as an artifact itself declares it; None where its format does not record a fact."""
+
+    name: str | None
+    shape: tuple[int | None, ...] | None
+    dtype: str | None
 
 
 @dataclass(frozen=True)
@@ -172,6 +210,30 @@ class StageSpec:
                 "(re-export with a larger max_objects)"
             )
         return num_objects or 1
+
+    def check_artifact(self, artifact: str, inputs: list[ArtifactTensor], outputs: list[ArtifactTensor]) -> None:
+        """Refuse, naming the stage, an artifact whose own inputs and outputs are not this contract's: a file of
+        another stage, of other capacities or of another bundle, even when its checksum was rewritten."""
+        from edgetam_export.errors import EdgeTamExportError
+
+        problems = []
+        for kind, wanted, got in (("inputs", self.inputs, inputs), ("outputs", self.outputs, outputs)):
+            if len(got) != len(wanted):
+                problems.append(f"{len(got)} {kind}, the contract has {len(wanted)}")
+                continue
+            for spec, tensor in zip(wanted, got):
+                if tensor.name is not None and tensor.name != spec.name:
+                    problems.append(f"{kind[:-1]} '{tensor.name}' where the contract has '{spec.name}'")
+                elif tensor.shape is not None and not spec.admits_shape(tensor.shape, self.max_objects):
+                    problems.append(f"{kind[:-1]} '{spec.name}' of shape {list(tensor.shape)}, the contract's is "
+                                    f"{list(spec.shape)}")
+                elif tensor.dtype is not None and tensor.dtype != spec.dtype:
+                    problems.append(f"{kind[:-1]} '{spec.name}' of {tensor.dtype}, the contract's is {spec.dtype}")
+        if problems:
+            raise EdgeTamExportError(
+                f"stage '{self.name}': artifact '{artifact}' does not match the manifest's contract ({problems[0]}); "
+                "it belongs to another stage or bundle: re-export the bundle"
+            )
 
     def to_json(self) -> dict:
         return {

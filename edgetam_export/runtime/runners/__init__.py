@@ -68,4 +68,14 @@ def load_runners(
     return {name: load_runner(bundle, name, coreml_runtime, threads) for name in stages}
 
 
-__all__ = ["RUNTIMES", "StageRunner", "load_runner", "load_runners", "ordered_inputs"]
+def check_artifacts(bundle: Bundle) -> str:
+    """Load every stage where its runtime is installed, which checks its own inputs and outputs against the contract
+    (`StageSpec.check_artifact`); return what was checked, in words."""
+    try:
+        load_runners(bundle, bundle.stage_names)
+    except ModuleNotFoundError as exc:
+        return f"not loaded ({exc.name} is not installed): inputs and outputs unchecked"
+    return "loaded: every stage's inputs and outputs match its contract"
+
+
+__all__ = ["RUNTIMES", "check_artifacts", "StageRunner", "load_runner", "load_runners", "ordered_inputs"]

@@ -16,7 +16,7 @@ import numpy as np
 from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.runtime.runners import ordered_inputs
 from edgetam_export.runtime.runners.coreml import InterpretedRunner, on_macos
-from edgetam_export.stages.spec import StageSpec
+from edgetam_export.stages.spec import ArtifactTensor, StageSpec
 
 
 @contextlib.contextmanager
@@ -47,6 +47,9 @@ class ExecuTorchRunner:
             raise EdgeTamExportError(
                 f"cannot load ExecuTorch program '{artifact}' ({short_reason(exc)}); re-export it"
             ) from None
+        meta = self._method.metadata
+        spec.check_artifact(artifact.name, [_declared(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
+                            [_declared(meta.output_tensor_meta(i)) for i in range(meta.num_outputs())])
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -60,6 +63,15 @@ class ExecuTorchRunner:
                 "manifest: re-export the bundle"
             )
         return {t.name: o.numpy() for t, o in zip(self.spec.outputs, outputs)}
+
+
+#: ExecuTorch's ScalarType codes of the dtypes a stage contract uses.
+_SCALAR_TYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32"}
+
+
+def _declared(meta) -> ArtifactTensor:
+    """A program input or output as its method metadata declares it (no names; sizes at their upper bound)."""
+    return ArtifactTensor(None, tuple(meta.sizes()), _SCALAR_TYPES.get(int(meta.dtype()), str(meta.dtype())))
 
 
 class DelegatedCoreMLRunner(InterpretedRunner):

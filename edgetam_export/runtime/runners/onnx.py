@@ -9,7 +9,7 @@ import numpy as np
 
 from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.runtime.runners import ordered_inputs
-from edgetam_export.stages.spec import StageSpec
+from edgetam_export.stages.spec import ArtifactTensor, StageSpec
 
 #: Intra-op threads of ONNX Runtime sessions (0 or unset: ONNX Runtime's default, one per core).
 THREADS_ENV = "EDGETAM_ORT_THREADS"
@@ -28,11 +28,20 @@ class OnnxRunner:
             self._session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise EdgeTamExportError(f"cannot load ONNX model '{artifact}' ({short_reason(exc)}); re-export it") from None
+        spec.check_artifact(artifact.name, [_declared(t) for t in self._session.get_inputs()],
+                            [_declared(t) for t in self._session.get_outputs()])
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = dict(zip(self.spec.input_names, ordered_inputs(self.spec, inputs)))
         outputs = self._session.run(self.spec.output_names, feed)
         return dict(zip(self.spec.output_names, outputs))
+
+
+def _declared(value) -> ArtifactTensor:
+    """An ONNX graph input or output as the graph declares it (symbolic sizes are None)."""
+    dtype = value.type.removeprefix("tensor(").removesuffix(")")
+    return ArtifactTensor(value.name, tuple(d if isinstance(d, int) else None for d in value.shape),
+                          {"float": "float32"}.get(dtype, dtype))
 
 
 def load_onnx(artifact: Path, spec: StageSpec, threads: int | None = None) -> OnnxRunner:

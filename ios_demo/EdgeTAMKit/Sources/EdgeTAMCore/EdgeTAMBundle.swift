@@ -33,12 +33,18 @@ public struct EdgeTAMBundle: Sendable {
         } catch {
             throw EdgeTAMError.manifestUnreadable(path: manifestURL.path, reason: "not a manifest of edgetam-export")
         }
+        guard version >= 1 else {
+            throw EdgeTAMError.manifestIncomplete(path: manifestURL.path, reason: "format_version \(version) is not a version")
+        }
         guard version <= formatVersion else { throw EdgeTAMError.newerFormat(found: version, supported: formatVersion) }
         let manifest: Manifest
         do {
             manifest = try JSONDecoder().decode(Manifest.self, from: data)
         } catch let error as DecodingError {
             throw EdgeTAMError.manifestIncomplete(path: manifestURL.path, reason: describe(error))
+        }
+        if let problem = manifest.contractProblem {
+            throw EdgeTAMError.manifestIncomplete(path: manifestURL.path, reason: problem)
         }
         for name in manifest.stageNames {
             let record = manifest.stages[name]!

@@ -52,6 +52,43 @@ public struct RGBImage: Sendable, Equatable {
     }
 }
 
+/// EXIF orientation (tag 0x0112): how a stored picture must be turned to be shown upright. A phone held upright
+/// stores its pixels sideways with `.rotatedClockwise` (6). `UIImage(data:)` reads it and draws upright; a
+/// picture decoded to raw pixels (CGImageSource, libjpeg, a server) needs `RGBImage.displayed(_:)`, as the Python
+/// runtime applies Pillow's `ImageOps.exif_transpose`.
+public enum ExifOrientation: Int, Sendable, CaseIterable {
+    case upright = 1, mirrored = 2, upsideDown = 3, mirroredUpsideDown = 4
+    case transposed = 5, rotatedClockwise = 6, transverse = 7, rotatedCounterclockwise = 8
+}
+
+extension RGBImage {
+    /// The picture as displayed under an EXIF orientation (the same pixels as Pillow's `exif_transpose`).
+    public func displayed(_ orientation: ExifOrientation) -> RGBImage {
+        let swaps = orientation.rawValue >= 5
+        let (outWidth, outHeight) = swaps ? (height, width) : (width, height)
+        var out = [UInt8](repeating: 0, count: pixels.count)
+        for y in 0 ..< outHeight {
+            for x in 0 ..< outWidth {
+                let (sx, sy): (Int, Int)
+                switch orientation {
+                case .upright: (sx, sy) = (x, y)
+                case .mirrored: (sx, sy) = (width - 1 - x, y)
+                case .upsideDown: (sx, sy) = (width - 1 - x, height - 1 - y)
+                case .mirroredUpsideDown: (sx, sy) = (x, height - 1 - y)
+                case .transposed: (sx, sy) = (y, x)
+                case .rotatedClockwise: (sx, sy) = (y, height - 1 - x)
+                case .transverse: (sx, sy) = (width - 1 - y, height - 1 - x)
+                case .rotatedCounterclockwise: (sx, sy) = (width - 1 - y, x)
+                }
+                let source = (sy * width + sx) * 3, target = (y * outWidth + x) * 3
+                out[target] = pixels[source]; out[target + 1] = pixels[source + 1]; out[target + 2] = pixels[source + 2]
+            }
+        }
+        // swiftlint:disable:next force_try
+        return try! RGBImage(width: outWidth, height: outHeight, pixels: out)
+    }
+}
+
 /// Pillow's fixed-point bilinear resampling coefficients for one axis (`precompute_coeffs` and
 /// `normalize_coeffs_8bpc` of Pillow's Resample.c): a triangle filter widened by the downscale factor,
 /// normalized per output pixel in double precision, then rounded to 22 fractional bits.

@@ -291,6 +291,32 @@ public struct Manifest: Codable, Hashable, Sendable {
         stages = try c.decode([String: StageRecord].self, forKey: .stages)
     }
 
+    /// Capacities a manifest may hold, as the Python toolkit bounds them (`stages.spec.CAPACITY_BOUNDS`): below, the
+    /// prompts do not fit; above, the stage tensors outgrow a phone (a billion memory slots would allocate terabytes).
+    public var capacities: [(name: String, value: Int, bounds: ClosedRange<Int>)] {
+        [("point_slots", shapes.pointSlots, 4 ... 64), ("max_objects", shapes.maxObjects, 1 ... 64),
+         ("memory_slots", shapes.memorySlots, 1 ... 64), ("pointer_slots", shapes.pointerSlots, 1 ... 256)]
+    }
+
+    /// What makes a decoded manifest unusable (nil: nothing): a stage record carrying another stage's contract,
+    /// two stages on one file, or a capacity out of bounds, in the words `read_bundle` uses.
+    public var contractProblem: String? {
+        var artifacts: [String: String] = [:]
+        for name in stageNames {
+            let record = stages[name]!
+            if record.spec.name != name { return "stage '\(name)' carries the contract of '\(record.spec.name)'" }
+            if let other = artifacts[record.artifact] {
+                return "stages '\(other)' and '\(name)' point at one file '\(record.artifact)'"
+            }
+            artifacts[record.artifact] = name
+        }
+        for capacity in capacities where !capacity.bounds.contains(capacity.value) {
+            return "shapes.\(capacity.name) must be a whole number from \(capacity.bounds.lowerBound) to "
+                + "\(capacity.bounds.upperBound), got \(capacity.value)"
+        }
+        return nil
+    }
+
     /// Stage names in pipeline order (stages a newer exporter adds come last, by name).
     public var stageNames: [String] {
         Self.pipelineOrder.filter { stages[$0] != nil } + stages.keys.filter { !Self.pipelineOrder.contains($0) }.sorted()

@@ -78,6 +78,29 @@ struct SyntheticBundle {
         #expect(throws: EdgeTAMError.bundleNotFound(path: nowhere.path)) { try EdgeTAMBundle.open(at: nowhere) }
     }
 
+    /// Manifests that decode but cannot be used: refused on opening, in the Python toolkit's words.
+    @Test(arguments: [
+        (#""max_objects": 4"#, #""max_objects": 0"#, "shapes.max_objects must be a whole number from 1 to 64, got 0"),
+        (#""memory_slots": 7"#, #""memory_slots": 1000000000"#, "shapes.memory_slots must be a whole number from 1 to 64"),
+        (#""point_slots": 8"#, #""point_slots": -3"#, "shapes.point_slots must be a whole number from 4 to 64, got -3"),
+        (#""format_version": 1"#, #""format_version": 0"#, "format_version 0 is not a version"),
+        (#""name": "image_encoder""#, #""name": "prompt_decoder""#, "carries the contract of 'prompt_decoder'"),
+    ])
+    func refusesManifestsThatCannotBeUsed(original: String, replacement: String, reason: String) throws {
+        let bundle = try SyntheticBundle()
+        defer { bundle.remove() }
+        let manifestURL = bundle.url.appendingPathComponent("manifest.json")
+        let text = try String(contentsOf: manifestURL, encoding: .utf8)
+        #expect(text.contains(original))
+        try Data(text.replacingOccurrences(of: original, with: replacement).utf8).write(to: manifestURL)
+        do {
+            _ = try EdgeTAMBundle.open(at: bundle.url)
+            Issue.record("accepted: \(replacement)")
+        } catch let EdgeTAMError.manifestIncomplete(_, found) {
+            #expect(found.contains(reason), "\(found)")
+        }
+    }
+
     @Test func namesTheMissingKeyOfAnIncompleteManifest() throws {
         let bundle = try SyntheticBundle()
         defer { bundle.remove() }
@@ -166,6 +189,29 @@ struct PythonBundleTests {
             }
             #expect(bank["pointer_time_offset"]?.floats == item.pointer_time_offset)
             #expect(bank["memory_valid"]?.floats.filter { $0 == 1 }.count == item.memory_markers.count)
+        }
+    }
+
+    struct OrientationCase: Decodable {
+        let orientation: Int
+        let stored: [UInt8]
+        let width: Int
+        let height: Int
+        let shown: [UInt8]
+        let shown_width: Int
+        let shown_height: Int
+    }
+
+    /// Each EXIF orientation shows the picture Pillow's `exif_transpose` shows, pixel for pixel.
+    @Test func exifOrientationsMatchPillow() throws {
+        let cases = try JSONDecoder().decode([OrientationCase].self,
+                                             from: Data(contentsOf: fixtures.appendingPathComponent("orientation_cases.json")))
+        #expect(cases.count == ExifOrientation.allCases.count)
+        for item in cases {
+            let orientation = try #require(ExifOrientation(rawValue: item.orientation))
+            let shown = try RGBImage(width: item.width, height: item.height, pixels: item.stored).displayed(orientation)
+            #expect(shown == (try RGBImage(width: item.shown_width, height: item.shown_height, pixels: item.shown)),
+                    "orientation \(item.orientation)")
         }
     }
 
