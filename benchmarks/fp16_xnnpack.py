@@ -22,7 +22,7 @@ import torch
 
 from edgetam_export.backends import get_backend
 from edgetam_export.bench import code_commit, inputs_for_objects, machine, time_in_turns
-from edgetam_export.export import export_program
+from edgetam_export.stages.program import export_program
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
 from edgetam_export.runtime.runners.executorch import ExecuTorchRunner, set_threadpool_size

@@ -36,13 +36,11 @@ from edgetam_export.runtime.runners import StageRunner, load_runners
 from edgetam_export.runtime.tracker import TRACKING_STAGES, EdgeTamTracker
 from edgetam_export.samples import StageCase, build_cases
 from edgetam_export.stages.registry import STAGES, StageShapes
-from edgetam_export.stages.spec import EMPTY_SLOT_LABEL
+from edgetam_export.stages.spec import EMPTY_SLOT_LABEL, PADDING_POINT_LABEL
 
 SCHEMA_VERSION = 2
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "schema"
 EAGER = "eager-pytorch"
-#: transformers' label of a padding point (the stage contract's empty slot is EMPTY_SLOT_LABEL)
-TRANSFORMERS_PAD_LABEL = -10
 #: What a bundle artifact record carries about reduced precision (from the manifest's backend facts).
 QUANTIZATION_FACTS = ("quantization", "quantized_modules", "quantization_fallback")
 
@@ -180,7 +178,7 @@ def eager_baseline(reference: Reference, shapes: StageShapes, stage: str, inputs
     """
     if stage == "prompt_decoder":
         labels = inputs["point_labels"].long().clone()
-        labels[labels == EMPTY_SLOT_LABEL] = TRANSFORMERS_PAD_LABEL
+        labels[labels == EMPTY_SLOT_LABEL] = PADDING_POINT_LABEL
         embeddings = [inputs["high_res_features_0"], inputs["high_res_features_1"], inputs["image_embeddings"][:1]]
 
         def decode() -> object:

@@ -16,13 +16,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from torch.export import Dim, ExportedProgram
+from torch.export import ExportedProgram
 
 from edgetam_export.backends import Backend, get_backend
 from edgetam_export.backends.base import StageQuantization
 from edgetam_export.runtime.mil_interpreter import FP16_MAX
 from edgetam_export.runtime.runners import load_runners
-from edgetam_export.runtime.runners.coreml import INTERPRETER, on_macos
+from edgetam_export.runtime.runners.base import INTERPRETER, on_macos
 from edgetam_export.bundle import (
     FORMAT_VERSION,
     Bundle,
@@ -43,7 +43,8 @@ from edgetam_export.model_card import MODEL_CARD, model_card
 from edgetam_export.safe_output import BUNDLE, check_target, staged_output, write_text_atomic
 from edgetam_export.sample_data import check_data_dir, default_data_dir
 from edgetam_export.samples import build_cases, calibration_pictures
-from edgetam_export.stages.registry import OBJECTS, STAGES, StageSpec, tracking_settings
+from edgetam_export.stages.program import export_program
+from edgetam_export.stages.registry import STAGES, StageSpec, tracking_settings
 
 ProgressSink = Callable[[str], None]
 
@@ -54,30 +55,6 @@ SYNTHETIC_PICTURES = "synthetic pictures (no sample data was found)"
 
 def _quiet(message: str) -> None:
     """Default progress sink: say nothing."""
-
-
-def example_inputs(spec: StageSpec, num_objects: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random inputs of a contract's shapes and dtypes, to trace a stage (never to judge parity)."""
-    generator = torch.Generator().manual_seed(seed)
-    tensors = []
-    for tensor in spec.inputs:
-        shape = tensor.concrete_shape(num_objects)
-        if tensor.dtype == "int32":
-            tensors.append(torch.randint(0, 2, shape, generator=generator, dtype=torch.int32))
-        else:
-            tensors.append(torch.randn(shape, generator=generator))
-    return tuple(tensors)
-
-
-def export_program(module: torch.nn.Module, spec: StageSpec) -> ExportedProgram:
-    """torch.export a stage wrapper; the objects axis becomes a dynamic dimension bounded by the recipe."""
-    dynamic = None
-    if spec.has_objects_axis() and spec.max_objects > 1:
-        objects = Dim("objects", min=1, max=spec.max_objects)
-        dynamic = tuple({t.shape.index(OBJECTS): objects} if t.has_objects_axis() else None for t in spec.inputs)
-    example = example_inputs(spec, num_objects=min(2, spec.max_objects))
-    with torch.no_grad():
-        return torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
 
 
 def tool_versions() -> dict[str, str]:

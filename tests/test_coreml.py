@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edgetam_export.runtime.runners import load_runner
-from edgetam_export.runtime.runners.coreml import on_macos
+from edgetam_export.runtime.runners.base import on_macos
 from edgetam_export.bundle import read_bundle
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.export import export_bundle, verify_bundle

@@ -39,3 +39,40 @@ def test_runtime_modules_need_no_torch():
     for relative in TORCH_FREE:
         bad = {name for name in imports(PACKAGE / relative) if name.split(".")[0] in ("torch", "executorch")}
         assert not bad, f"{relative} imports {bad}"
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (at the top or inside functions), from the source."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(("edgetam_export", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_no_import_cycles():
+    """Quantization, lowering and runners import downwards only (a backend calling back into `export` was a cycle)."""
+    graph = package_imports()
+
+    def reaches(start: str, target: str) -> bool:
+        seen, stack = set(), [start]
+        while stack:
+            for nxt in graph[stack.pop()]:
+                if nxt == target:
+                    return True
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return False
+
+    cycles = sorted(f"{a} -> {b}" for a in graph for b in graph[a] if reaches(b, a))
+    assert not cycles, cycles

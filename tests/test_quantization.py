@@ -17,7 +17,8 @@ from edgetam_export.backends import get_backend
 from edgetam_export.backends.base import StageQuantization
 from edgetam_export.backends.coreml import compress_weights
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.export import check_quantization, export_bundle, export_program, stage_to_fall_back
+from edgetam_export.export import check_quantization, export_bundle, stage_to_fall_back
+from edgetam_export.stages.program import export_program
 from edgetam_export.parity import OutputParity, ParityReport, compare_output
 from edgetam_export.recipes import ParityThresholds, available_recipes, load_recipe, recipe_from_dict
 from edgetam_export.runtime.mil_interpreter import OPS, MILInterpreter

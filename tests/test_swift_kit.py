@@ -22,7 +22,7 @@ from edgetam_export.bundle import Bundle, sha256_of
 from edgetam_export.runtime.memory_bank import BankLayout, FrameMemory, pack_bank, select_memories
 from edgetam_export.runtime.predictor import EdgeTamPredictor
 from edgetam_export.runtime.processing import ObjectPrompt, pack_slots
-from edgetam_export.runtime.recording import CallLog, recording
+from tests.recording import CallLog, recording
 from edgetam_export.runtime.runners import load_runners
 from edgetam_export.runtime.tracker import MASK_PROMPT_STAGE, TRACKING_STAGES, EdgeTamTracker
 from edgetam_export.stages.spec import StageShapes, TrackingSettings

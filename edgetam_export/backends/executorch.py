@@ -19,6 +19,7 @@ import torch
 from edgetam_export.backends.base import Backend, StageQuantization
 from edgetam_export.backends.coreml import coreml_target
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.stages.program import example_inputs, export_program
 from edgetam_export.stages.spec import StageSpec
 
 if TYPE_CHECKING:
@@ -100,8 +101,6 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgetam_export.export import example_inputs, export_program
-
     dynamic = quantization.scheme == "int8-dynamic"
     calls = [tuple(inputs[name] for name in spec.input_names) for inputs in quantization.calibration]
     if not calls:
@@ -131,8 +130,6 @@ def int8_weight_only(program: ExportedProgram, spec: StageSpec, quantization: St
     which XNNPACK takes with a computed right-hand side: x @ (int8 weight * scale)^T + bias. Only the
     int8 -> fp32 cast runs outside the delegate. Activations stay fp32: the error is the weights' rounding.
     """
-    from edgetam_export.export import export_program
-
     aten = torch.ops.aten
     module = program.module()
     chosen = set(quantization.selects(called_module_names(module), spec.name)) if quantization.modules else None

@@ -8,30 +8,12 @@ alone (no torch); ExecuTorch needs its Python runtime (which brings torch); Core
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import numpy as np
-
 from edgetam_export.bundle import Bundle
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.stages.spec import StageSpec
+from edgetam_export.runtime.runners.base import StageRunner, ordered_inputs
 
 #: Backend names (as in manifests) that a runner exists for.
 RUNTIMES = ("executorch", "onnx", "coreml")
-
-
-class StageRunner(Protocol):
-    """A loaded stage artifact: named NumPy inputs in, named NumPy outputs out."""
-
-    spec: StageSpec
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-def ordered_inputs(spec: StageSpec, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Inputs in the contract's order, contiguous and of the contract's dtypes."""
-    spec.check_inputs(inputs)
-    return [np.ascontiguousarray(inputs[t.name], dtype=t.numpy_dtype) for t in spec.inputs]
 
 
 def load_runner(bundle: Bundle, stage: str, coreml_runtime: str | None = None, threads: int | None = None) -> StageRunner:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edgetam_export.errors import EdgeTamExportError, short_reason
-from edgetam_export.runtime.runners import ordered_inputs
-from edgetam_export.runtime.runners.coreml import InterpretedRunner, on_macos
+from edgetam_export.runtime.runners.base import on_macos, ordered_inputs
+from edgetam_export.runtime.runners.interpreted import InterpretedRunner
 from edgetam_export.stages.spec import ArtifactTensor, StageSpec
 
 

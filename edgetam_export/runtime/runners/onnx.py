@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetam_export.errors import EdgeTamExportError, short_reason
-from edgetam_export.runtime.runners import ordered_inputs
+from edgetam_export.runtime.runners.base import ordered_inputs
 from edgetam_export.stages.spec import ArtifactTensor, StageSpec
 
 #: Intra-op threads of ONNX Runtime sessions (0 or unset: ONNX Runtime's default, one per core).

@@ -1,6 +1,6 @@
 import Foundation
 
-/// A recorded session of the Python runtime (`edgetam_export.runtime.recording`): every stage call in order,
+/// A recorded session of the Python runtime (`tests/recording.py`): every stage call in order,
 /// with its inputs and outputs. Runners built on it serve the recorded outputs and check that EdgeTAMKit asks
 /// for the same stage with the same inputs, call after call: the proof, without a model, that the Swift
 /// runtime drives the stages exactly as the Python one does.

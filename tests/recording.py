@@ -1,4 +1,4 @@
-"""Record every stage call of a runtime session, in order, with its inputs and outputs.
+"""Test support: record every stage call of a runtime session, in order, with its inputs and outputs.
 
 A recording is the golden session that EdgeTAMKit's `ReplayStageRunner` replays (Swift must call the
 stages in the same order with the same inputs and write the same masks), and the way to compare any
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetam_export.runtime.runners import StageRunner, ordered_inputs
+from edgetam_export.runtime.runners.base import StageRunner, ordered_inputs
 
 
 @dataclass
