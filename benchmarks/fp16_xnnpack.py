@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 from edgetam_export.backends import get_backend
-from edgetam_export.bench import code_commit, inputs_for_objects, machine, time_in_turns
+from edgetam_export.benchmarking.bench import code_commit, inputs_for_objects, machine, time_in_turns
 from edgetam_export.stages.program import export_program
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
 from edgetam_export.runtime.runners.executorch import ExecuTorchRunner, set_threadpool_size
-from edgetam_export.sample_data import default_data_dir
-from edgetam_export.samples import build_cases
-from edgetam_export.stages.registry import STAGES
+from edgetam_export.verification.sample_data import default_data_dir
+from edgetam_export.verification.samples import build_cases
+from edgetam_export.stages.registry import STAGES, stage_shapes
 from edgetam_export.stages.spec import StageSpec
 
 HERE = Path(__file__).resolve().parent
@@ -69,7 +69,7 @@ def main() -> None:
     reference = random_reference(seed=0, size=args.size)
     # One object, static shapes: the fp16 graph specializes the objects axis, so both lowerings get it fixed.
     recipe = load_recipe("executorch-xnnpack-fp32").with_shapes(max_objects=1)
-    shapes = recipe.stage_shapes(reference.video_model)
+    shapes = stage_shapes(reference.video_model, recipe.shapes)
     cases = build_cases(reference, shapes, default_data_dir())
     threads = set_threadpool_size(args.threads)
     rows = []

@@ -22,13 +22,13 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image
 
-from edgetam_export.bench import code_commit
+from edgetam_export.benchmarking.bench import code_commit
 from edgetam_export.export import export_bundle
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
 from edgetam_export.runtime.tracker import EdgeTamTracker
 from edgetam_export.runtime.video import VideoFrames
-from edgetam_export.sample_data import default_data_dir
+from edgetam_export.verification.sample_data import default_data_dir
 
 HERE = Path(__file__).resolve().parent
 #: Flat means: after warm-up, no sample above the first post-warm-up sample by more than this.

@@ -17,13 +17,13 @@ import json
 import time
 from pathlib import Path
 
-from edgetam_export.bench import run_benchmarks, validate
-from edgetam_export.bench_report import write_report
+from edgetam_export.benchmarking.bench import run_benchmarks, validate
+from edgetam_export.benchmarking.report import write_report
 from edgetam_export.bundle import read_bundle
 from edgetam_export.export import export_bundle
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
-from edgetam_export.sample_data import default_data_dir
+from edgetam_export.verification.sample_data import default_data_dir
 
 HERE = Path(__file__).resolve().parent
 RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32", "executorch-xnnpack-int8", "onnx-int8")

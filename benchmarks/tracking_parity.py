@@ -14,9 +14,9 @@ from edgetam_export.export import export_bundle
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
 from edgetam_export.runtime.tracker import EdgeTamTracker
-from edgetam_export.sample_data import bedroom_frames, default_data_dir
-from edgetam_export.samples import load_images
-from edgetam_export.tracking_parity import SCRIPTS, compare_tracking
+from edgetam_export.verification.sample_data import bedroom_frames, default_data_dir
+from edgetam_export.verification.samples import load_images
+from edgetam_export.verification.tracking_parity import SCRIPTS, compare_tracking
 
 HERE = Path(__file__).resolve().parent
 

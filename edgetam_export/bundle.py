@@ -25,7 +25,13 @@ from edgetam_export.stages.spec import (
     capacity_problem,
 )
 
-FORMAT_VERSION = 1
+#: What each manifest format version holds; readers accept every version up to FORMAT_VERSION.
+FORMAT_HISTORY = {
+    1: "stage contracts, artifact checksums and sizes, model and recipe records, tool versions, parity summary",
+    2: "always `tracking` (the model's host-side settings) and `shapes.pointer_temporal_encoding`; "
+       "`parity.pictures` (sample or synthetic parity inputs); a model card `README.md` beside the manifest",
+}
+FORMAT_VERSION = max(FORMAT_HISTORY)
 MANIFEST_NAME = "manifest.json"
 #: `--model` / manifest source of seeded random weights.
 RANDOM_SOURCE = "random"
@@ -111,8 +117,8 @@ class StageRecord:
 class Manifest:
     """`manifest.json` as one typed object: everything an app or a command reads about a bundle.
 
-    Manifests written before `tracking` and `shapes.pointer_temporal_encoding` existed read with
-    EdgeTAM's released settings.
+    Format 1 manifests may lack `tracking` and `shapes.pointer_temporal_encoding`: they read with EdgeTAM's
+    released settings (`FORMAT_HISTORY`).
     """
 
     format_version: int
@@ -218,6 +224,9 @@ def _missing_keys(data: object, shape: dict, prefix: str) -> list[str]:
 def _check_manifest(manifest: dict, manifest_path: Path) -> None:
     """Refuse a manifest that parses but lacks what readers need, naming the first missing keys."""
     missing = _missing_keys(manifest, _MANIFEST_SHAPE, "")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if isinstance(version, int) and version >= 2:  # what format 2 always writes
+        missing += _missing_keys(manifest, {"tracking": dict, "shapes": {"pointer_temporal_encoding": bool}}, "")
     for stage, record in (manifest.get("stages") or {}).items() if isinstance(manifest.get("stages"), dict) else ():
         missing += _missing_keys(record, _STAGE_RECORD_SHAPE, f"stages.{stage}.")
         artifact = record.get("artifact") if isinstance(record, dict) else None

@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-import torch
 from torch.export import ExportedProgram
 
 from edgetam_export.backends import Backend, get_backend
@@ -35,16 +34,16 @@ from edgetam_export.bundle import (
     write_manifest,
 )
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.parity import ParityReport, compare_output
+from edgetam_export.verification.parity import ParityReport, compare_output
 from edgetam_export.progress import Progress
 from edgetam_export.recipes import Recipe
 from edgetam_export.reference import Reference, load_reference
 from edgetam_export.model_card import MODEL_CARD, model_card
 from edgetam_export.safe_output import BUNDLE, check_target, staged_output, write_text_atomic
-from edgetam_export.sample_data import check_data_dir, default_data_dir
-from edgetam_export.samples import build_cases, calibration_pictures
+from edgetam_export.verification.sample_data import check_data_dir, default_data_dir
+from edgetam_export.verification.samples import build_cases, calibration_pictures
 from edgetam_export.stages.program import export_program
-from edgetam_export.stages.registry import STAGES, StageSpec, tracking_settings
+from edgetam_export.stages.registry import STAGES, StageSpec, stage_shapes, tracking_settings
 
 ProgressSink = Callable[[str], None]
 
@@ -87,7 +86,7 @@ def export_bundle(
     if data_dir is None:
         progress(f"no sample data found: parity runs on {SYNTHETIC_PICTURES} (the manifest records it)")
     model = reference.video_model
-    shapes = recipe.stage_shapes(model)
+    shapes = stage_shapes(model, recipe.shapes)
     calibration: dict[str, list] = {}
     if "int8-static" in recipe.quantization.values():  # activation ranges; weight-only schemes need none
         progress("quantization: running the reference on the calibration pictures")
@@ -295,7 +294,7 @@ def _check_gates(report: ParityReport, bundle: Bundle, reference: Reference, dat
             f"recipe '{recipe.name}' gates on the shared pictures and the bedroom clip; pass --data (the folder "
             "with images/ and videos/bedroom/)"
         )
-    from edgetam_export.gates import check_examples, check_tracking
+    from edgetam_export.verification.gates import check_examples, check_tracking
 
     if recipe.parity.min_example_iou is not None:
         progress("gate: documentation examples")

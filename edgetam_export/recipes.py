@@ -11,15 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.spec import CAPACITY_BOUNDS, capacity_problem
-
-if TYPE_CHECKING:
-    from transformers import EdgeTamVideoModel
-
-    from edgetam_export.stages.spec import StageShapes
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -97,18 +90,6 @@ class Recipe:
     #: Stage name -> module-name patterns: quantize only those modules of the stage (`[quantization_modules]`).
     quantization_modules: dict[str, list[str]] = field(default_factory=dict)
     tracking_gate: TrackingGate | None = None
-
-    def stage_shapes(self, model: EdgeTamVideoModel) -> StageShapes:
-        from edgetam_export.stages.registry import stage_shapes
-
-        return stage_shapes(
-            model,
-            point_slots=self.shapes.point_slots,
-            max_objects=self.shapes.max_objects,
-            memory_slots=self.shapes.memory_slots,
-            pointer_slots=self.shapes.pointer_slots,
-            image_input=self.shapes.image_input,
-        )
 
     def with_shapes(self, **overrides: int | None) -> Recipe:
         """A copy with some capacities overridden (CLI flags); None leaves a field as it is."""

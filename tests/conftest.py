@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """$EDGETAM_EXPORT_DATA, ./data from 'edgetam-export sample-data --out data', or ../shared/data."""
-    from edgetam_export.sample_data import check_data_dir, default_data_dir
+    from edgetam_export.verification.sample_data import check_data_dir, default_data_dir
 
     found = default_data_dir()
     if found is None:
@@ -36,13 +36,14 @@ def tiny_reference():
 @pytest.fixture(scope="session")
 def tiny_shapes(tiny_reference):
     from edgetam_export.recipes import load_recipe
+    from edgetam_export.stages.registry import stage_shapes
 
-    return load_recipe("executorch-xnnpack-fp32").with_shapes(max_objects=4).stage_shapes(tiny_reference.video_model)
+    return stage_shapes(tiny_reference.video_model, load_recipe("executorch-xnnpack-fp32").with_shapes(max_objects=4).shapes)
 
 
 @pytest.fixture(scope="session")
 def tiny_cases(tiny_reference, tiny_shapes, data_dir):
-    from edgetam_export.samples import build_cases
+    from edgetam_export.verification.samples import build_cases
 
     return build_cases(tiny_reference, tiny_shapes, data_dir)
 

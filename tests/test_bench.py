@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from edgetam_export.bench import (
+from edgetam_export.benchmarking.bench import (
     EAGER, eager_baseline, largest_cases, merge_device_run, run_benchmarks, time_in_turns, validate,
 )
-from edgetam_export.bench_report import marginal_object_cost, targets, verdict, write_report
-from edgetam_export.fp32_peak import measure_fp32_peak
+from edgetam_export.benchmarking.report import marginal_object_cost, targets, verdict, write_report
+from edgetam_export.benchmarking.fp32_peak import measure_fp32_peak
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.registry import STAGES
 

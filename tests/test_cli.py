@@ -332,7 +332,7 @@ def test_sample_data_downloads_every_file_checked(data_dir, tmp_path):
             assert (out / original.relative_to(data_dir)).read_bytes() == original.read_bytes()
         # What it wrote is what --data takes, and a second download replaces the first (its own output).
         assert cli("sample-data", "--out", str(out), "--base-url", server.url).returncode == 0
-        from edgetam_export.sample_data import check_data_dir
+        from edgetam_export.verification.sample_data import check_data_dir
 
         assert check_data_dir(out) == out
     finally:

@@ -200,7 +200,7 @@ def test_unknown_recipe_and_backend_name_the_supported_ones(tmp_path):
 
 def test_a_degenerate_reference_fails_parity_even_when_matched():
     """Matching a (near-)constant reference proves nothing: it is a failure, not a pass."""
-    from edgetam_export.parity import compare_output
+    from edgetam_export.verification.parity import compare_output
     from edgetam_export.recipes import ParityThresholds
 
     constant = np.full((4, 32), 0.25, np.float32)

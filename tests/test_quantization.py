@@ -19,7 +19,7 @@ from edgetam_export.backends.coreml import compress_weights
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.export import check_quantization, export_bundle, stage_to_fall_back
 from edgetam_export.stages.program import export_program
-from edgetam_export.parity import OutputParity, ParityReport, compare_output
+from edgetam_export.verification.parity import OutputParity, ParityReport, compare_output
 from edgetam_export.recipes import ParityThresholds, available_recipes, load_recipe, recipe_from_dict
 from edgetam_export.runtime.mil_interpreter import OPS, MILInterpreter
 from edgetam_export.stages.spec import OBJECTS, StageSpec, TensorSpec
@@ -351,8 +351,8 @@ def test_palettization_needs_ios18(tmp_path):
 
 
 def test_report_sets_reduced_precision_against_float_and_transformers():
-    from edgetam_export.bench import EAGER
-    from edgetam_export.bench_report import reduced_precision
+    from edgetam_export.benchmarking.bench import EAGER
+    from edgetam_export.benchmarking.report import reduced_precision
 
     def bundle(name: str, quantization: dict, sizes: dict, fallback: str | None = None) -> dict:
         artifacts = {stage: {"size_bytes": size} | ({"quantization": quantization[stage]} if stage in quantization else {})

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from edgetam_export.parity import psnr_db
+from edgetam_export.verification.parity import psnr_db
 from edgetam_export.reference import tie_like_released_checkpoint
 from edgetam_export.stages.registry import STAGES
 from edgetam_export.stages.common import AxialTable, assert_all_contiguous

@@ -9,7 +9,7 @@ from PIL import Image
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.runtime.tracker import EdgeTamTracker
-from edgetam_export.tracking_parity import SCRIPTS, compare_tracking
+from edgetam_export.verification.tracking_parity import SCRIPTS, compare_tracking
 
 MIN_IOU = 0.99
 #: fp32 bundles reproduce the reference's low-resolution mask logits (peak: their largest magnitude).
@@ -70,14 +70,14 @@ def test_tracking_parity_catches_a_wrong_memory_bank(tiny_reference, tiny_bundle
 def test_memory_is_bounded_and_objects_are_batched(tiny_bundles, frames, monkeypatch):
     tracker = EdgeTamTracker.from_bundle(tiny_bundles["onnx-fp32"].path)
     calls = {"memory_attention": 0, "prompt_decoder": 0}
-    original = tracker.run_batched
+    original = tracker.stages.run_batched
 
     def counting(stage, inputs):
         if stage in calls:
             calls[stage] += 1
         return original(stage, inputs)
 
-    monkeypatch.setattr(tracker, "run_batched", counting)
+    monkeypatch.setattr(tracker.stages, "run_batched", counting)
     session = tracker.init_session(frames[:60], memory_window=16)
     for obj in range(3):
         session.add_prompt(0, obj, points=[(200 + 150 * obj, 300)])

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgetam_export.bundle import read_bundle
+from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.export import export_bundle, verify_bundle
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
 from edgetam_export.runtime.memory_bank import closest_conditioning_frames
 from edgetam_export.runtime.tracker import EdgeTamTracker
-from edgetam_export.tracking_parity import MaskInput, Prompt, Propagate, Run, compare_tracking
+from edgetam_export.verification.tracking_parity import MaskInput, Prompt, Propagate, Run, compare_tracking
 
 FLIPPED = {
     "enable_temporal_pos_encoding_for_object_pointers": True,  # transformers' default
@@ -106,9 +108,9 @@ def test_conditioning_frames_are_chosen_as_transformers_does(variant_reference):
             assert sorted(selected) == sorted(expected) and unselected == set(unexpected)
 
 
-def test_bundles_written_before_variants_existed_still_track(tiny_bundles, data_dir, tmp_path):
-    """A manifest without the `tracking` section and the `pointer_temporal_encoding` shape (as every bundle
-    exported before them) reads as EdgeTAM's released settings and tracks as before."""
+def test_format_1_bundles_still_track(tiny_bundles, data_dir, tmp_path):
+    """A format-1 manifest, which may lack the `tracking` section and the `pointer_temporal_encoding` shape, reads
+    as EdgeTAM's released settings and tracks as a current bundle does; format 2 must carry both."""
     import json
     import shutil
 
@@ -117,6 +119,9 @@ def test_bundles_written_before_variants_existed_still_track(tiny_bundles, data_
     manifest = json.loads((old / "manifest.json").read_text())
     del manifest["tracking"], manifest["shapes"]["pointer_temporal_encoding"]
     (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeTamExportError, match="missing or invalid: tracking, shapes.pointer_temporal_encoding"):
+        read_bundle(old)
+    (old / "manifest.json").write_text(json.dumps(manifest | {"format_version": 1}))
     frames = [Image.open(p).convert("RGB") for p in sorted((data_dir / "videos" / "bedroom").glob("*.jpg"))[:8]]
     results = {}
     for name, path in (("old", old), ("new", tiny_bundles["onnx-fp32"].path)):

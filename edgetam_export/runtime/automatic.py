@@ -18,7 +18,7 @@ from PIL import Image
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.runtime.predictor import EdgeTamPredictor
-from edgetam_export.runtime.processing import ObjectPrompt, load_image, resize_logits
+from edgetam_export.runtime.processing import ObjectPrompt, load_image, resize_logits, stability_scores
 from edgetam_export.stages.spec import POSITIVE_LABEL
 
 
@@ -170,9 +170,7 @@ def generate_masks(
             scores = raw["iou_scores"][:, 1:].reshape(-1)
             keep = scores > settings.pred_iou_thresh if settings.pred_iou_thresh > 0 else np.ones(len(scores), bool)
             if settings.stability_score_thresh > 0:
-                upper = (logits > settings.mask_threshold + settings.stability_score_offset).sum(axis=(1, 2))
-                lower = (logits > settings.mask_threshold - settings.stability_score_offset).sum(axis=(1, 2))
-                stability = upper / np.maximum(lower, 1)
+                stability = stability_scores(logits, settings.stability_score_offset, settings.mask_threshold, empty=0.0)
                 keep &= stability > settings.stability_score_thresh
             binary = logits[keep] > settings.mask_threshold
             scores = scores[keep]

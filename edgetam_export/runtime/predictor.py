@@ -25,6 +25,7 @@ from edgetam_export.runtime.processing import (
     select_masks,
 )
 from edgetam_export.runtime.runners import StageRunner, load_runners
+from edgetam_export.runtime.runners.base import BundleRuntime
 from edgetam_export.stages.spec import NEGATIVE_LABEL, PADDING_POINT_LABEL, POSITIVE_LABEL
 
 
@@ -83,17 +84,13 @@ def _object_prompts(
     return prompts
 
 
-class EdgeTamPredictor:
+class EdgeTamPredictor(BundleRuntime):
     """Point, box and mask prompts on still images, through a bundle's image_encoder and prompt_decoder."""
 
     def __init__(self, bundle: Bundle, runners: dict[str, StageRunner]) -> None:
-        self.bundle = bundle
-        self.runners = runners
-        shapes = bundle.manifest.shapes
-        self.image_size = shapes.image_size
-        self.point_slots = shapes.point_slots
-        self.max_objects = shapes.max_objects
-        self.mask_size = shapes.low_res_mask_size
+        super().__init__(bundle, runners)
+        self.mask_size = bundle.manifest.shapes.low_res_mask_size
+
 
     @classmethod
     def from_bundle(cls, path: str | Path) -> EdgeTamPredictor:
@@ -104,8 +101,7 @@ class EdgeTamPredictor:
     def set_image(self, image: str | Path | Image.Image | np.ndarray) -> ImageEmbedding:
         """Run the image encoder once; the embedding serves any number of prompts."""
         picture = load_image(image)
-        encoder = self.runners["image_encoder"]
-        features = encoder.run(image_encoder_inputs(picture, encoder.spec))
+        features = self.stages.run("image_encoder", image_encoder_inputs(picture, self.runners["image_encoder"].spec))
         return ImageEmbedding(features=features, original_size=(picture.height, picture.width))
 
     def decode(
@@ -142,22 +138,15 @@ class EdgeTamPredictor:
                     f"(a Prediction's low_res_logits), got {mask_input.shape}"
                 )
             masks, has_mask = mask_input, np.ones(len(prompts), np.float32)
-        outputs: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(prompts), self.max_objects):
-            chunk = slice(start, start + self.max_objects)
-            n = len(prompts[chunk])
-            result = self.runners["prompt_decoder"].run({
-                "image_embeddings": np.broadcast_to(embedding.features["image_embeddings"], (n, *embedding.features["image_embeddings"].shape[1:])),
-                "high_res_features_0": embedding.features["high_res_features_0"],
-                "high_res_features_1": embedding.features["high_res_features_1"],
-                "point_coords": coords[chunk],
-                "point_labels": labels[chunk],
-                "mask_input": masks[chunk],
-                "has_mask_input": has_mask[chunk],
-            })
-            for name, value in result.items():
-                outputs.setdefault(name, []).append(value)
-        return {name: np.concatenate(values) for name, values in outputs.items()}
+        return self.stages.run_batched("prompt_decoder", {
+            "image_embeddings": embedding.features["image_embeddings"],  # one image, shared by every object
+            "high_res_features_0": embedding.features["high_res_features_0"],
+            "high_res_features_1": embedding.features["high_res_features_1"],
+            "point_coords": coords,
+            "point_labels": labels,
+            "mask_input": masks,
+            "has_mask_input": has_mask,
+        })
 
     def predict(
         self,

@@ -8,7 +8,7 @@ normalizes with ImageNet statistics. Post-processing upsamples mask logits bilin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -165,29 +165,45 @@ def resize_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.matmul(np.matmul(rows, logits.astype(np.float32)), cols.T)
 
 
-def stability_scores(logits: np.ndarray, delta: float = STABILITY_DELTA) -> np.ndarray:
-    """IoU between the masks at +delta and -delta over the last two axes (1.0 for an empty union)."""
+def stability_scores(
+    logits: np.ndarray, delta: float = STABILITY_DELTA, threshold: float = 0.0, empty: float = 1.0
+) -> np.ndarray:
+    """IoU between the masks at threshold + delta and threshold - delta over the last two axes; `empty` where both
+    are empty (the decoder's fallback counts that as stable, mask generation drops it)."""
     flat = logits.reshape(*logits.shape[:-2], -1)
-    inner = (flat > delta).sum(-1).astype(np.float32)
-    outer = (flat > -delta).sum(-1).astype(np.float32)
-    return np.where(outer > 0, inner / np.maximum(outer, 1.0), 1.0)
+    inner = (flat > threshold + delta).sum(-1).astype(np.float32)
+    outer = (flat > threshold - delta).sum(-1).astype(np.float32)
+    return np.where(outer > 0, inner / np.maximum(outer, 1.0), np.float32(empty))
+
+
+def mask_tokens(mask_logits: np.ndarray, iou_scores: np.ndarray, multimask: np.ndarray | bool) -> np.ndarray:
+    """The decoder token whose mask each object gets, as transformers picks it: the best-scored of tokens 1..3 with
+    multimask output; else token 0 (single mask) unless it is unstable, then the best multimask token."""
+    best = iou_scores[:, 1:].argmax(axis=1) + 1
+    stable = stability_scores(mask_logits[:, 0]) >= STABILITY_THRESHOLD
+    return np.where(multimask, best, np.where(stable, 0, best))
 
 
 def select_masks(
     mask_logits: np.ndarray, iou_scores: np.ndarray, multimask_output: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pick the decoder's masks as transformers does: tokens 1..3 for multimask, else token 0 unless
-    it is unstable, then the best multimask token. Returns (logits, scores, token indices)."""
+    """The masks an image prompt returns: all of tokens 1..3 (ranked later by score) for multimask output, else the
+    one `mask_tokens` picks. Returns (logits, scores, token indices), each with a masks axis."""
     objects = np.arange(mask_logits.shape[0])
     if multimask_output:
         tokens = np.tile(np.arange(1, 4), (len(objects), 1))
     else:
-        best = iou_scores[:, 1:].argmax(axis=1) + 1
-        stable = stability_scores(mask_logits[:, 0]) >= STABILITY_THRESHOLD
-        tokens = np.where(stable, 0, best)[:, None]
-    logits = mask_logits[objects[:, None], tokens]
-    scores = iou_scores[objects[:, None], tokens]
-    return logits, scores, tokens
+        tokens = mask_tokens(mask_logits, iou_scores, False)[:, None]
+    return mask_logits[objects[:, None], tokens], iou_scores[objects[:, None], tokens], tokens
+
+
+def select_for_tracking(decoded: dict[str, np.ndarray], multimask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask logits, object pointer) per object on a video frame: the mask `mask_tokens` picks; the pointer of the
+    best multimask token with multimask output, else always token 0's (transformers keeps it for a single mask)."""
+    logits, ious, pointers = decoded["mask_logits"], decoded["iou_scores"], decoded["object_pointers"]
+    rows = np.arange(len(logits))
+    pointer_token = np.where(multimask, ious[:, 1:].argmax(axis=1) + 1, 0)
+    return logits[rows, mask_tokens(logits, ious, multimask)], pointers[rows, pointer_token]
 
 
 def check_points(xy: np.ndarray, width: int, height: int, picture: str = "image") -> None:
@@ -227,27 +243,45 @@ def check_labels(labels: np.ndarray | list, allowed: tuple[int, ...] = (POSITIVE
 
 @dataclass
 class ObjectPrompt:
-    """One object's prompt in original image pixels: clicks with labels, an optional box."""
+    """One object's clicks and box on one picture or video frame, in its original pixels: the one prompt type of the
+    runtime (predictor, tracker, `segment`, `track`, the tracking scripts), validated and packed in one place."""
 
     points: np.ndarray  # (k, 2) float, may be empty
     labels: np.ndarray  # (k,) int; PADDING_POINT_LABEL marks transformers-style padding points
     box: np.ndarray | None = None  # (4,) x0, y0, x1, y1
 
-    def validate(self, width: int, height: int) -> None:
+    @classmethod
+    def of(cls, points: Sequence | None = None, labels: Sequence | None = None,
+           box: Sequence | None = None) -> ObjectPrompt:
+        """From plain sequences: (x, y) clicks, their labels (1 or 0; default all positive), a box (x0, y0, x1, y1)."""
+        xy = np.asarray(points if points is not None else [], np.float32).reshape(-1, 2)
+        lab = check_labels(labels if labels is not None else [POSITIVE_LABEL] * len(xy))
+        if len(lab) != len(xy):
+            raise EdgeTamExportError(f"{len(xy)} points but {len(lab)} labels: give one label per point")
+        return cls(xy, lab, None if box is None else np.asarray(box, np.float32).reshape(-1))
+
+    @property
+    def point_count(self) -> int:
+        """Clicks plus two box corners: what transformers' multimask rule counts."""
+        return len(self.labels) + (2 if self.box is not None else 0)
+
+    def validate(self, width: int, height: int, picture: str = "image") -> None:
         real = self.points[self.labels != PADDING_POINT_LABEL] if len(self.points) else self.points
-        check_points(real, width, height, "image")
+        check_points(real, width, height, picture)
         if self.box is not None:
-            check_box(self.box, width, height, "image")
+            check_box(self.box, width, height, picture)
         check_labels(self.labels, allowed=(POSITIVE_LABEL, NEGATIVE_LABEL, PADDING_POINT_LABEL))
 
-    def tokens(self, scale_x: float, scale_y: float) -> tuple[np.ndarray, np.ndarray]:
-        """(coords, labels) of the decoder tokens for this prompt, exactly as transformers builds them:
-        clicks, then the box corners, then one not-a-point token (two for a mask-only prompt)."""
+    def tokens(self, scale_x: float, scale_y: float, box_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(coords, labels) of the decoder tokens for this prompt, exactly as transformers builds them: clicks and the
+        box corners (the image model puts clicks first, the video model the box, `box_first`), then one not-a-point
+        token (two for a prompt of neither: a mask-only prompt or a tracked frame)."""
         coords = [self.points.reshape(-1, 2).astype(np.float32)]
         labels = [self.labels.astype(np.int32)]
         if self.box is not None:
-            coords.append(self.box.reshape(2, 2).astype(np.float32))
-            labels.append(np.array(BOX_CORNER_LABELS, dtype=np.int32))
+            corners = (self.box.reshape(2, 2).astype(np.float32), np.array(BOX_CORNER_LABELS, dtype=np.int32))
+            coords.insert(0 if box_first else 1, corners[0])
+            labels.insert(0 if box_first else 1, corners[1])
         if not len(self.points) and self.box is None:
             coords.append(np.zeros((1, 2), np.float32))
             labels.append(np.array([NOT_A_POINT_LABEL], np.int32))
@@ -260,12 +294,14 @@ class ObjectPrompt:
         return coords_all.astype(np.float32), labels_all
 
 
-def pack_slots(prompts: list[ObjectPrompt], slots: int, scale_x: float, scale_y: float) -> tuple[np.ndarray, np.ndarray]:
+def pack_slots(
+    prompts: list[ObjectPrompt], slots: int, scale_x: float, scale_y: float, box_first: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(objects, slots, 2) coordinates and (objects, slots) labels, unused slots marked empty."""
     coords = np.zeros((len(prompts), slots, 2), dtype=np.float32)
     labels = np.full((len(prompts), slots), EMPTY_SLOT_LABEL, dtype=np.int32)
     for i, prompt in enumerate(prompts):
-        xy, lab = prompt.tokens(scale_x, scale_y)
+        xy, lab = prompt.tokens(scale_x, scale_y, box_first)
         if len(lab) > slots:
             raise EdgeTamExportError(
                 f"object {i} needs {len(lab)} prompt slots (clicks + 2 per box + 1), the bundle has {slots}; "

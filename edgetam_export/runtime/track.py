@@ -18,7 +18,7 @@ import numpy as np
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.progress import Progress
 from edgetam_export.runtime.outputs import load_mask, overlay, save_mask, weights_facts
-from edgetam_export.runtime.processing import check_box, check_labels, check_points
+from edgetam_export.runtime.processing import ObjectPrompt
 from edgetam_export.runtime.tracker import EdgeTamTracker, FrameResult
 from edgetam_export.runtime.video import VideoFrames
 from edgetam_export.safe_output import TRACKING, check_target, staged_output, write_text_atomic
@@ -103,12 +103,10 @@ def track_video(
                 raise EdgeTamExportError(
                     f"object {obj} has a mask and clicks or a box on frame {frame}; a mask prompt stands alone"
                 )
-            for item in items:
-                if item.point is not None:
-                    check_points(np.asarray([item.point]), width, height, "frame")
-                    check_labels([item.label])
-                if item.box is not None:
-                    check_box(item.box, width, height, "frame")
+            if not masks:  # the tracker's own validation, before any frame is tracked
+                clicks = [p for p in items if p.point is not None]
+                ObjectPrompt.of([p.point for p in clicks], [p.label for p in clicks],
+                                next((p.box for p in items if p.box is not None), None)).validate(width, height, "frame")
     masks_given = {prompt.mask: load_mask(prompt.mask) for prompt in prompts if prompt.mask is not None}
     for path, mask in masks_given.items():
         if mask.shape == (height, width) and not mask.any():  # a mask of another size is refused by add_mask
@@ -161,7 +159,7 @@ def track_video(
             "frames_tracked": len(written),
             "seconds": round(elapsed, 3),
             "frames_per_second": round(len(written) / elapsed, 3) if elapsed else None,
-            "stage_seconds": {k: round(v, 3) for k, v in tracker.stage_seconds.items()},
+            "stage_seconds": {k: round(v, 3) for k, v in tracker.stages.seconds.items()},
             "masks": "masks/{object_id}/{frame:05d}.png",
             "overlay": "overlay.mp4 (frame order)",
         } | facts

@@ -12,7 +12,6 @@ and corrections within the window, behave exactly as the reference).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,25 +23,17 @@ from edgetam_export.bundle import Bundle, read_bundle
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.runtime.memory_bank import BankLayout, FrameMemory, pack_bank, select_memories
 from edgetam_export.runtime.processing import (
-    STABILITY_THRESHOLD,
-    check_box,
-    check_labels,
-    check_points,
+    ObjectPrompt,
     image_encoder_inputs,
+    pack_slots,
     resize_antialiased,
     resize_logits,
-    stability_scores,
+    select_for_tracking,
 )
 from edgetam_export.runtime.runners import load_runners
+from edgetam_export.runtime.runners.base import BundleRuntime
 from edgetam_export.runtime.video import VideoFrames
-from edgetam_export.stages.spec import (
-    BOX_CORNER_LABELS,
-    EMPTY_SLOT_LABEL,
-    MASK_LOGIT_BIAS,
-    MASK_LOGIT_SCALE,
-    NOT_A_POINT_LABEL,
-    POSITIVE_LABEL,
-)
+from edgetam_export.stages.spec import MASK_LOGIT_BIAS, MASK_LOGIT_SCALE
 
 #: transformers' placeholder logit for the masks of an object predicted absent.
 NO_OBJECT_SCORE = -1024.0
@@ -61,7 +52,7 @@ class MaskPrompt:
 @dataclass
 class TrackedObject:
     obj_id: int
-    prompts: dict[int, tuple[np.ndarray, np.ndarray] | MaskPrompt] = field(default_factory=dict)  # frame -> prompt
+    prompts: dict[int, ObjectPrompt | MaskPrompt] = field(default_factory=dict)  # frame -> prompt
     conditioning: dict[int, FrameMemory] = field(default_factory=dict)
     tracked: dict[int, FrameMemory] = field(default_factory=dict)
     tracked_direction: dict[int, bool] = field(default_factory=dict)  # frame -> reverse
@@ -88,7 +79,7 @@ class _Work:
     obj: TrackedObject
     initial: bool
     reverse: bool
-    prompt: tuple[np.ndarray, np.ndarray] | MaskPrompt | None
+    prompt: ObjectPrompt | MaskPrompt | None
 
 
 class TrackingSession:
@@ -122,19 +113,12 @@ class TrackingSession:
         self._check_prompt_target(frame_idx, obj_id)
         if points is None and box is None:
             raise EdgeTamExportError(f"object {obj_id}: give points or a box")
-        width, height = self.frames.width, self.frames.height
-        xy = np.asarray(points if points is not None else [], np.float32).reshape(-1, 2)
-        lab = check_labels(labels if labels is not None else [POSITIVE_LABEL] * len(xy))
-        if len(lab) != len(xy):
-            raise EdgeTamExportError(f"object {obj_id}: {len(xy)} points but {len(lab)} labels")
-        check_points(xy, width, height, "frame")
-        if box is not None:
-            check_box(box, width, height, "frame")
-            xy = np.concatenate([np.asarray(box, np.float32).reshape(2, 2), xy])
-            lab = np.concatenate([np.array(BOX_CORNER_LABELS, np.int32), lab])
-        size = self.tracker.image_size
-        scale = np.array([size / width, size / height], np.float32)
-        self.objects.setdefault(obj_id, TrackedObject(obj_id)).prompts[frame_idx] = (xy * scale, lab)
+        try:
+            prompt = ObjectPrompt.of(points, labels, box)
+        except EdgeTamExportError as exc:
+            raise EdgeTamExportError(f"object {obj_id}: {exc}") from None
+        prompt.validate(self.frames.width, self.frames.height, "frame")
+        self.objects.setdefault(obj_id, TrackedObject(obj_id)).prompts[frame_idx] = prompt
         self.objects_with_new_prompts = [obj_id]
 
     def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray) -> None:
@@ -240,7 +224,7 @@ class TrackingSession:
     def _frame_features(self, frame_idx: int) -> dict[str, np.ndarray]:
         if self._features is None or self._features[0] != frame_idx:
             inputs = image_encoder_inputs(self.frames.frame(frame_idx), self.tracker.runners["image_encoder"].spec)
-            self._features = (frame_idx, self.tracker.run_stage("image_encoder", inputs))
+            self._features = (frame_idx, self.tracker.stages.run("image_encoder", inputs))
         return self._features[1]
 
     def _compute(self, frame_idx: int, work: list[_Work]) -> list[FrameMemory]:
@@ -255,7 +239,7 @@ class TrackingSession:
             banks = [self._bank(work[i].obj, frame_idx, work[i].reverse) for i in tracked]
             inputs = {name: np.stack([bank[name] for bank in banks]) for name in banks[0]}
             inputs["vision_features"] = features["vision_features"]
-            conditioned = tracker.run_batched("memory_attention", inputs)["conditioned_features"]
+            conditioned = tracker.stages.run_batched("memory_attention", inputs)["conditioned_features"]
             embeddings[tracked] = conditioned
         mask_input = np.zeros((count, 1, mask_size, mask_size), np.float32)
         has_mask_input = np.zeros(count, np.float32)
@@ -263,16 +247,17 @@ class TrackingSession:
             # transformers' `_use_mask_as_output`: the decoder sees the raw frame features and the mask
             # through `mask_downsample`, only to produce the object pointer.
             drawn = np.stack([work[i].prompt.mask[None] for i in masked])
-            prompted = tracker.run_batched(
+            prompted = tracker.stages.run_batched(
                 MASK_PROMPT_STAGE, {"vision_features": features["vision_features"], "masks": drawn}
             )
             embeddings[masked] = features["vision_features"]
             mask_input[masked] = prompted["decoder_mask_input"]
             has_mask_input[masked] = 1.0
         points = [None if isinstance(item.prompt, MaskPrompt) else item.prompt for item in work]
-        coords, labels, multimask = tracker.video_prompt_slots(points, [item.initial for item in work])
+        coords, labels, multimask = tracker.video_prompt_slots(points, [item.initial for item in work],
+                                                               self.frames.width, self.frames.height)
         multimask[masked] = True  # `_use_mask_as_output` decodes the pointer with multimask, whatever the config
-        decoded = tracker.run_batched("prompt_decoder", {
+        decoded = tracker.stages.run_batched("prompt_decoder", {
             "image_embeddings": embeddings,
             "high_res_features_0": features["high_res_features_0"],
             "high_res_features_1": features["high_res_features_1"],
@@ -287,7 +272,7 @@ class TrackingSession:
         memory_features = np.zeros((count, tracker.layout.memory_tokens, tracker.layout.memory_dim), np.float32)
         memory_positions = np.zeros_like(memory_features)
         if unmasked:
-            encoded = tracker.run_batched("memory_encoder", {
+            encoded = tracker.stages.run_batched("memory_encoder", {
                 "vision_features": features["vision_features"],
                 "mask_logits": masks[unmasked][:, None],
                 "object_score_logits": decoded["object_score_logits"][unmasked],
@@ -330,44 +315,16 @@ class TrackingSession:
                 del obj.tracked[old]
 
 
-def select_for_tracking(decoded: dict[str, np.ndarray], multimask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mask logits, object pointer) per object, picked as the video model picks them.
-
-    Multimask: the best-scored of tokens 1..3 gives both. Single mask: token 0's mask unless it is
-    unstable (then the best multimask mask), but always token 0's pointer.
-    """
-    logits, ious, pointers = decoded["mask_logits"], decoded["iou_scores"], decoded["object_pointers"]
-    rows = np.arange(len(logits))
-    best = ious[:, 1:].argmax(axis=1) + 1
-    stable = stability_scores(logits[:, 0]) >= STABILITY_THRESHOLD
-    mask_token = np.where(multimask, best, np.where(stable, 0, best))
-    pointer_token = np.where(multimask, best, 0)
-    return logits[rows, mask_token], pointers[rows, pointer_token]
-
-
-class EdgeTamTracker:
+class EdgeTamTracker(BundleRuntime):
     """Runs a bundle's stages over video frames."""
 
     def __init__(self, bundle: Bundle, runners: dict, max_tracked_objects: int = 64) -> None:
-        self.bundle = bundle
-        self.runners = runners
-        shapes = bundle.manifest.shapes
-        self.image_size = shapes.image_size
-        self.point_slots = shapes.point_slots
-        self.max_objects = shapes.max_objects
+        super().__init__(bundle, runners)
         #: The memory_attention capacities (slots, tokens, pointers, temporal encodings).
-        self.layout = BankLayout.from_shapes(shapes)
+        self.layout = BankLayout.from_shapes(bundle.manifest.shapes)
         #: The model's host-side decisions (multimask, conditioning frames), from the manifest.
         self.settings = bundle.manifest.tracking
         self.max_tracked_objects = max_tracked_objects
-        #: Seconds spent in each stage since creation (the host work between stages is not counted).
-        self.stage_seconds: dict[str, float] = {}
-
-    def run_stage(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
-        outputs = self.runners[stage].run(inputs)
-        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
-        return outputs
 
     @classmethod
     def from_bundle(cls, path: str | Path, max_tracked_objects: int = 64) -> EdgeTamTracker:
@@ -387,39 +344,15 @@ class EdgeTamTracker:
             )
         return TrackingSession(self, frames, memory_window)
 
-    def run_batched(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run a stage over any number of objects, in chunks of the bundle's max_objects."""
-        spec = self.runners[stage].spec
-        per_object = {t.name for t in spec.inputs if t.has_objects_axis()}
-        count = len(next(inputs[name] for name in per_object))
-        outputs: dict[str, list[np.ndarray]] = {}
-        for start in range(0, count, self.max_objects):
-            chunk = {
-                name: value[start : start + self.max_objects] if name in per_object else value
-                for name, value in inputs.items()
-            }
-            for name, value in self.run_stage(stage, chunk).items():
-                outputs.setdefault(name, []).append(value)
-        return {name: np.concatenate(values) for name, values in outputs.items()}
-
     def video_prompt_slots(
-        self, prompts: list[tuple[np.ndarray, np.ndarray] | None], initial: list[bool]
+        self, prompts: list[ObjectPrompt | None], initial: list[bool], width: int, height: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Decoder slots for video prompts, as the video model builds them: box corners, clicks, one
-        not-a-point token (two not-a-point tokens for a frame without prompt); and whether each
-        object asks for multimask output (`_use_multimask`, from the bundle's tracking settings)."""
-        count = len(prompts)
-        coords = np.zeros((count, self.point_slots, 2), np.float32)
-        labels = np.full((count, self.point_slots), EMPTY_SLOT_LABEL, np.int32)
-        multimask = np.zeros(count, bool)
-        for i, prompt in enumerate(prompts):
-            xy, lab = prompt if prompt is not None else (np.zeros((1, 2), np.float32), np.array([NOT_A_POINT_LABEL]))
-            multimask[i] = self.settings.multimask(initial[i], 0 if prompt is None else len(lab))
-            if len(lab) + 1 > self.point_slots:
-                raise EdgeTamExportError(
-                    f"a prompt of {len(lab)} points needs {len(lab) + 1} slots; the bundle has {self.point_slots}"
-                )
-            coords[i, : len(lab)] = xy
-            labels[i, : len(lab)] = lab
-            labels[i, len(lab)] = NOT_A_POINT_LABEL
+        """Decoder slots for video prompts (video pixels) as the video model packs them (box corners first; a frame
+        without prompt gets two not-a-point tokens), and whether each object asks for multimask output
+        (`_use_multimask`, from the bundle's tracking settings)."""
+        empty = ObjectPrompt.of()
+        coords, labels = pack_slots([p or empty for p in prompts], self.point_slots, self.image_size / width,
+                                    self.image_size / height, box_first=True)
+        multimask = np.array([self.settings.multimask(first, 0 if p is None else p.point_count)
+                              for p, first in zip(prompts, initial)], bool)
         return coords, labels, multimask

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import EdgeTamVideoModel
 
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.recipes import RecipeShapes
 from edgetam_export.stages import (
     image_encoder,
     mask_prompt_encoder,
@@ -69,12 +70,11 @@ def get_stage(name: str) -> StageDefinition:
     return STAGES[name]
 
 
-def stage_shapes(
-    model: EdgeTamVideoModel, *, point_slots: int, max_objects: int, memory_slots: int | None = None,
-    pointer_slots: int | None = None, image_input: bool = False,
-) -> StageShapes:
-    """The stage sizes of a model under a recipe's capacities (defaults: the model's own)."""
+def stage_shapes(model: EdgeTamVideoModel, capacities: RecipeShapes) -> StageShapes:
+    """The stage sizes of a model under a recipe's capacities (memory sizes default to the model's own)."""
     config = model.config
+    point_slots, max_objects, image_input = capacities.point_slots, capacities.max_objects, capacities.image_input
+    memory_slots, pointer_slots = capacities.memory_slots, capacities.pointer_slots
     perceiver = config.perceiver_resampler_num_latents + config.perceiver_resampler_num_latents_2d
     return StageShapes(
         image_size=int(config.image_size),

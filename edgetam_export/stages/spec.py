@@ -133,7 +133,7 @@ class StageShapes:
 class TrackingSettings:
     """The video model's decisions that happen on the host between stage calls (from its config).
 
-    Defaults are EdgeTAM's (and transformers'), so manifests written before this existed read the same.
+    Defaults are EdgeTAM's (and transformers'), so format-1 manifests, which may lack it, read the same.
     """
 
     #: Multimask output on a frame needs all three: multimask in the SAM head at all, a prompted

@@ -4,7 +4,7 @@ import Foundation
 /// present with the checksum the manifest records (as `edgetam_export.bundle.read_bundle` checks it).
 public struct EdgeTAMBundle: Sendable {
     /// The manifest format this EdgeTAMKit reads (`FORMAT_VERSION` in Python); newer bundles are refused.
-    public static let formatVersion = 1
+    public static let formatVersion = 2
     public static let manifestName = "manifest.json"
 
     public let url: URL

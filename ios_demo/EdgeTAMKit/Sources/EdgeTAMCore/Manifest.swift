@@ -161,7 +161,7 @@ public struct StageShapes: Codable, Hashable, Sendable {
         memorySlots = try c.decode(Int.self, forKey: .memorySlots)
         pointerSlots = try c.decode(Int.self, forKey: .pointerSlots)
         temporalEncodings = try c.decode(Int.self, forKey: .temporalEncodings)
-        // Absent in bundles written before these existed: EdgeTAM's released settings.
+        // May be absent in format-1 manifests: EdgeTAM's released settings.
         imageInput = try c.decodeIfPresent(Bool.self, forKey: .imageInput) ?? false
         pointerTemporalEncoding = try c.decodeIfPresent(Bool.self, forKey: .pointerTemporalEncoding) ?? false
     }

@@ -40,7 +40,7 @@ struct SyntheticBundle {
         let opened = try EdgeTAMBundle.open(at: bundle.url)
         #expect(opened.manifest.stageNames == ["image_encoder"])
         #expect(opened.manifest.recipe.backend == "onnx")
-        // Written before `tracking` and `pointer_temporal_encoding` existed: EdgeTAM's released settings.
+        // A format-1 manifest without `tracking` and `pointer_temporal_encoding`: EdgeTAM's released settings.
         #expect(opened.manifest.tracking == TrackingSettings() && !opened.manifest.shapes.pointerTemporalEncoding)
         let spec = try opened.spec("image_encoder")
         #expect(spec.inputs[0].shape(objects: 1) == [1, 3, 256, 256])
@@ -60,9 +60,9 @@ struct SyntheticBundle {
     }
 
     @Test func refusesNewerFormatsMissingPiecesAndEscapingPaths() throws {
-        let newer = try SyntheticBundle(formatVersion: 2)
+        let newer = try SyntheticBundle(formatVersion: 3)
         defer { newer.remove() }
-        #expect(throws: EdgeTAMError.newerFormat(found: 2, supported: 1)) { try EdgeTAMBundle.open(at: newer.url) }
+        #expect(throws: EdgeTAMError.newerFormat(found: 3, supported: 2)) { try EdgeTAMBundle.open(at: newer.url) }
 
         let missing = try SyntheticBundle(artifact: "gone.onnx")
         defer { missing.remove() }

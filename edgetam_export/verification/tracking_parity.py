@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from edgetam_export.parity import mask_iou, psnr_db
+from edgetam_export.verification.parity import mask_iou, psnr_db
 from edgetam_export.progress import Progress
 from edgetam_export.reference import Reference, build_video_processor
 from edgetam_export.runtime.tracker import EdgeTamTracker

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgetam_export.parity import mask_iou
+from edgetam_export.verification.parity import mask_iou
 from edgetam_export.progress import Progress
 from edgetam_export.recipes import TrackingGate
 from edgetam_export.reference import Reference
 from edgetam_export.runtime.predictor import EdgeTamPredictor
 from edgetam_export.runtime.tracker import EdgeTamTracker
-from edgetam_export.sample_data import bedroom_frames
-from edgetam_export.samples import load_images
-from edgetam_export.tracking_parity import Prompt, Propagate, Run, compare_tracking
+from edgetam_export.verification.sample_data import bedroom_frames
+from edgetam_export.verification.samples import load_images
+from edgetam_export.verification.tracking_parity import Prompt, Propagate, Run, compare_tracking
 
 
 @dataclass(frozen=True)

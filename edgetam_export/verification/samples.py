@@ -16,7 +16,7 @@ from PIL import Image
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.reference import Reference
-from edgetam_export.sample_data import bedroom_frames
+from edgetam_export.verification.sample_data import bedroom_frames
 from edgetam_export.runtime.processing import open_picture
 from edgetam_export.runtime.memory_bank import BankLayout, Memory, Pointer, pack_bank
 from edgetam_export.stages.image_encoder import image_from_pixel_values

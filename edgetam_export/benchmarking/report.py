@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from edgetam_export.bench import EAGER, SETTLE_SECONDS
+from edgetam_export.benchmarking.bench import EAGER, SETTLE_SECONDS
 from edgetam_export.safe_output import MARKDOWN_MARKER, write_text_atomic
 
 ONNX_RUNTIME = "onnx-fp32"

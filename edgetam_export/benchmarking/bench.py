@@ -27,19 +27,19 @@ from torch.utils.flop_counter import FlopCounterMode
 from edgetam_export.bundle import Bundle, read_bundle, sha256_of
 from edgetam_export.errors import EdgeTamExportError, short_reason
 from edgetam_export.export import reference_for_bundle, tool_versions
-from edgetam_export.fp32_peak import measure_fp32_peak
+from edgetam_export.benchmarking.fp32_peak import measure_fp32_peak
 from edgetam_export.progress import Progress
 from edgetam_export.safe_output import REPORT_MARKER, write_text_atomic
-from edgetam_export.sample_data import bedroom_frames
+from edgetam_export.verification.sample_data import bedroom_frames
 from edgetam_export.reference import Reference, build_video_processor
 from edgetam_export.runtime.runners import StageRunner, load_runners
 from edgetam_export.runtime.tracker import TRACKING_STAGES, EdgeTamTracker
-from edgetam_export.samples import StageCase, build_cases
+from edgetam_export.verification.samples import StageCase, build_cases
 from edgetam_export.stages.registry import STAGES, StageShapes
 from edgetam_export.stages.spec import EMPTY_SLOT_LABEL, PADDING_POINT_LABEL
 
 SCHEMA_VERSION = 2
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "schema"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "schema"
 EAGER = "eager-pytorch"
 #: What a bundle artifact record carries about reduced precision (from the manifest's backend facts).
 QUANTIZATION_FACTS = ("quantization", "quantized_modules", "quantization_fallback")
@@ -300,7 +300,7 @@ def bench_video(
         for frame in range(len(frames) - 1):
             if frame == warmup:
                 for tracker in trackers.values():
-                    tracker.stage_seconds.clear()
+                    tracker.stages.seconds.clear()
             for runtime, frames_of_runtime in sessions.items():
                 started = time.perf_counter()
                 next(frames_of_runtime)
@@ -311,7 +311,7 @@ def bench_video(
             row = {"runtime": runtime, "objects": count, "frames": timed, "seconds": round(elapsed, 3),
                    "fps": round(timed / elapsed, 4)}
             if runtime in trackers:
-                row["stage_ms_per_frame"] = {k: round(v * 1000 / timed, 2) for k, v in trackers[runtime].stage_seconds.items()}
+                row["stage_ms_per_frame"] = {k: round(v * 1000 / timed, 2) for k, v in trackers[runtime].stages.seconds.items()}
             rows.append(row)
         _advance(counter, f"video {count} object{'s' * (count > 1)}")
     return rows
@@ -346,8 +346,8 @@ def run_benchmarks(
 
     Every runtime gets `threads` threads (default: one per core) and the same warm-up; efficiency is
     measured against the machine's fp32 peak (`fp32_peak`), measured in the same process."""
-    from edgetam_export.sample_data import default_data_dir
-    from edgetam_export.samples import sample_pictures
+    from edgetam_export.verification.sample_data import default_data_dir
+    from edgetam_export.verification.samples import sample_pictures
 
     bundles = [read_bundle(path) for path in bundle_paths]
     if not bundles:
@@ -407,10 +407,10 @@ def run_benchmarks(
 
 
 def _video_frames(data_dir: Path | None, count: int) -> list[Image.Image]:
-    from edgetam_export.samples import load_images
+    from edgetam_export.verification.samples import load_images
 
     if data_dir is None:
-        from edgetam_export.samples import synthetic_image
+        from edgetam_export.verification.samples import synthetic_image
 
         return [synthetic_image(seed=i) for i in range(count)]
     paths = bedroom_frames(data_dir)[:count]
