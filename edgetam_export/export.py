@@ -18,7 +18,7 @@ from pathlib import Path
 from torch.export import ExportedProgram
 
 from edgetam_export.backends import Backend, get_backend
-from edgetam_export.backends.base import StageQuantization
+from edgetam_export.quantization import StageQuantization
 from edgetam_export.runtime.mil_interpreter import FP16_MAX
 from edgetam_export.runtime.runners import load_runners
 from edgetam_export.runtime.runners.base import INTERPRETER, on_macos

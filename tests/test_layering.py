@@ -70,7 +70,9 @@ def package_imports() -> dict[str, set[str]]:
                 found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
             elif isinstance(node, ast.Import):
                 found |= {alias.name for alias in node.names}
-        graph[name] = {m for m in found if m in modules and m != name}
+        # Importing a.b.c runs the package a.b first: its __init__ is part of the import.
+        found |= {m.rsplit(".", depth)[0] for m in set(found) for depth in range(1, m.count("."))}
+        graph[name] = {m for m in found if m in modules and m != name and not name.startswith(m + ".")}
     return graph
 
 

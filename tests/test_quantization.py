@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from edgetam_export.backends import get_backend
-from edgetam_export.backends.base import StageQuantization
+from edgetam_export.quantization import StageQuantization
 from edgetam_export.backends.coreml import compress_weights
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.export import check_quantization, export_bundle, stage_to_fall_back

@@ -7,7 +7,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgetam_export.backends.base import Backend, StageQuantization
+from edgetam_export.backends.base import Backend
+from edgetam_export.quantization import StageQuantization
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.spec import StageSpec
 
