@@ -61,7 +61,7 @@ public struct Predictor: Sendable {
     public func predict(_ embedding: ImageEmbedding, prompts: [ObjectPrompt], maskInput: Tensor? = nil,
                         multimaskOutput: Bool = true) async throws -> Prediction {
         let raw = try await decode(embedding, prompts: ObjectPrompt.paddedLikeTransformers(prompts), maskInput: maskInput)
-        return finish(embedding, raw, multimaskOutput: multimaskOutput)
+        return finish(embedding, try PromptDecoderOutput(raw), multimaskOutput: multimaskOutput)
     }
 
     /// The decoder's raw outputs for the objects' prompts, in chunks of at most `max_objects`.
@@ -102,8 +102,8 @@ public struct Predictor: Sendable {
         return parts.mapValues(Tensor.concatenate)
     }
 
-    func finish(_ embedding: ImageEmbedding, _ raw: [String: Tensor], multimaskOutput: Bool) -> Prediction {
-        let logits = raw["mask_logits"]!, ious = raw["iou_scores"]!
+    func finish(_ embedding: ImageEmbedding, _ decoded: PromptDecoderOutput, multimaskOutput: Bool) -> Prediction {
+        let (logits, ious) = (decoded.maskLogits, decoded.iouScores)
         let objects = logits.shape[0], m = logits.shape[2]
         let chosen = MaskSelection.tokens(maskLogits: logits, iouScores: ious, multimask: multimaskOutput)
         let k = chosen[0].count
@@ -124,7 +124,7 @@ public struct Predictor: Sendable {
         return Prediction(masks: masks, objects: objects, masksPerObject: k, width: embedding.width, height: embedding.height,
                           scores: Tensor(shape: [objects, k], floats: scores),
                           lowResLogits: Tensor(shape: [objects, k, m, m], floats: selected),
-                          objectScoreLogits: raw["object_score_logits"]!.floats)
+                          objectScoreLogits: decoded.objectScoreLogits.floats)
     }
 }
 

@@ -126,7 +126,7 @@ public actor TrackingSession {
     let memoryWindow: Int?
     private var objects: [TrackedObject] = []
     private var newlyPrompted: [Int] = []
-    private var cachedFeatures: (frame: Int, features: [String: Tensor])?
+    private var cachedFeatures: (frame: Int, features: ImageEncoderOutput)?
 
     init(tracker: VideoTracker, frames: any FrameSource, memoryWindow: Int?) {
         self.tracker = tracker; self.frames = frames; self.memoryWindow = memoryWindow
@@ -256,10 +256,11 @@ public actor TrackingSession {
         for frame in order { try body(try await runFrame(frame, reverse: reverse)) }
     }
 
-    private func frameFeatures(_ frameIndex: Int) async throws -> [String: Tensor] {
+    private func frameFeatures(_ frameIndex: Int) async throws -> ImageEncoderOutput {
         if let cachedFeatures, cachedFeatures.frame == frameIndex { return cachedFeatures.features }
-        let encoder = tracker.runners["image_encoder"]!
-        let features = try await encoder.run(ImageProcessing.imageEncoderInputs(try await frames.frame(frameIndex), spec: encoder.spec))
+        guard let encoder = tracker.runners["image_encoder"] else { throw EdgeTAMError.unknownStage("image_encoder") }
+        let features = try ImageEncoderOutput(
+            try await encoder.run(ImageProcessing.imageEncoderInputs(try await frames.frame(frameIndex), spec: encoder.spec)))
         cachedFeatures = (frameIndex, features)
         return features
     }
@@ -267,28 +268,29 @@ public actor TrackingSession {
     private func compute(_ frameIndex: Int, _ work: [Work]) async throws -> [FrameMemory] {
         let shapes = tracker.shapes, count = work.count, m = shapes.imageSize / 4, plane = m * m
         let features = try await frameFeatures(frameIndex)
-        let vision = features["vision_features"]!
+        let vision = features.visionFeatures
         let masked = work.indices.filter { if case .mask = work[$0].prompt { true } else { false } }
         let unmasked = work.indices.filter { !masked.contains($0) }
-        var embeddings = Array(repeating: features["image_embeddings"]!, count: count)
+        var embeddings = Array(repeating: features.imageEmbeddings, count: count)
         let tracked = unmasked.filter { !work[$0].initial }
         if !tracked.isEmpty {
             let banks = try tracked.map { try bank(work[$0].object, frameIndex, reverse: work[$0].reverse) }
             var inputs = [String: Tensor]()
-            for name in banks[0].keys { inputs[name] = Tensor.concatenate(banks.map { $0[name]! }) }
+            for name in banks[0].keys { inputs[name] = Tensor.concatenate(banks.compactMap { $0[name] }) }
             inputs["vision_features"] = vision
-            let conditioned = try await tracker.runBatched("memory_attention", inputs)["conditioned_features"]!
+            let conditioned = try MemoryAttentionOutput(try await tracker.runBatched("memory_attention", inputs)).conditionedFeatures
             for (row, index) in tracked.enumerated() { embeddings[index] = conditioned.rows(row ..< row + 1) }
         }
         var maskInput = Tensor.filled([count, 1, m, m]).floats, hasMaskInput = [Float](repeating: 0, count: count)
-        var prompted: [String: Tensor] = [:], drawn: [[Float]] = []
+        var prompted: MaskPromptEncoderOutput?, drawn: [[Float]] = []
         if !masked.isEmpty {
             drawn = masked.map { if case let .mask(values) = work[$0].prompt { values } else { [] } }
             let size = shapes.imageSize
-            prompted = try await tracker.runBatched(VideoTracker.maskPromptStage, [
+            let encoded = try MaskPromptEncoderOutput(try await tracker.runBatched(VideoTracker.maskPromptStage, [
                 "vision_features": vision, "masks": Tensor(shape: [masked.count, 1, size, size], floats: drawn.flatMap { $0 }),
-            ])
-            let decoderMask = prompted["decoder_mask_input"]!.floats
+            ]))
+            prompted = encoded
+            let decoderMask = encoded.decoderMaskInput.floats
             for (row, index) in masked.enumerated() {
                 embeddings[index] = vision
                 maskInput.replaceSubrange(index * plane ..< (index + 1) * plane, with: decoderMask[row * plane ..< (row + 1) * plane])
@@ -298,38 +300,38 @@ public actor TrackingSession {
         let (coords, labels, multimask) = try promptSlots(work.map { item -> FramePrompt? in
             if case .mask = item.prompt { return nil } else { return item.prompt }
         }, initial: work.map(\.initial), masked: Set(masked))
-        let decoded = try await tracker.runBatched("prompt_decoder", [
+        let decoded = try PromptDecoderOutput(try await tracker.runBatched("prompt_decoder", [
             "image_embeddings": Tensor.concatenate(embeddings),
-            "high_res_features_0": features["high_res_features_0"]!,
-            "high_res_features_1": features["high_res_features_1"]!,
+            "high_res_features_0": features.highResFeatures0,
+            "high_res_features_1": features.highResFeatures1,
             "point_coords": coords, "point_labels": labels,
             "mask_input": Tensor(shape: [count, 1, m, m], floats: maskInput),
             "has_mask_input": Tensor(shape: [count], floats: hasMaskInput),
-        ])
+        ]))
         var (masks, pointers) = Self.selectForTracking(decoded, multimask: multimask)
-        var scores = decoded["object_score_logits"]!.floats
+        var scores = decoded.objectScoreLogits.floats
         for object in 0 ..< count where !(scores[object] > 0) {
             for index in object * plane ..< (object + 1) * plane { masks[index] = VideoTracker.noObjectScore }
         }
         let tokens = shapes.memoryTokens * shapes.memoryDim
         var memoryFeatures = [Float](repeating: 0, count: count * tokens), memoryPositions = memoryFeatures
         if !unmasked.isEmpty {
-            let encoded = try await tracker.runBatched("memory_encoder", [
+            let encoded = try MemoryEncoderOutput(try await tracker.runBatched("memory_encoder", [
                 "vision_features": vision,
                 "mask_logits": Tensor(shape: [unmasked.count, 1, m, m], floats: unmasked.flatMap { masks[$0 * plane ..< ($0 + 1) * plane] }),
                 "object_score_logits": Tensor(shape: [unmasked.count, 1], floats: unmasked.map { scores[$0] }),
                 "mask_is_binary": Tensor(shape: [unmasked.count], floats: unmasked.map { work[$0].prompt == nil ? 0 : 1 }),
-            ])
-            let (features, positions) = (encoded["memory_features"]!.floats, encoded["memory_positions"]!.floats)
+            ]))
+            let (features, positions) = (encoded.memoryFeatures.floats, encoded.memoryPositions.floats)
             for (row, index) in unmasked.enumerated() {
                 memoryFeatures.replaceSubrange(index * tokens ..< (index + 1) * tokens, with: features[row * tokens ..< (row + 1) * tokens])
                 memoryPositions.replaceSubrange(index * tokens ..< (index + 1) * tokens, with: positions[row * tokens ..< (row + 1) * tokens])
             }
         }
-        if !masked.isEmpty {
+        if let prompted {
             let size = shapes.imageSize, hidden = shapes.hiddenSize
-            let (promptScores, noPointer) = (prompted["object_score_logits"]!.floats, prompted["no_object_pointer"]!.floats)
-            let (features, positions) = (prompted["memory_features"]!.floats, prompted["memory_positions"]!.floats)
+            let (promptScores, noPointer) = (prompted.objectScoreLogits.floats, prompted.noObjectPointer.floats)
+            let (features, positions) = (prompted.memory.memoryFeatures.floats, prompted.memory.memoryPositions.floats)
             for (row, index) in masked.enumerated() {
                 let logits = drawn[row].map { $0 * VideoTracker.maskLogitScale + VideoTracker.maskLogitBias }
                 masks.replaceSubrange(index * plane ..< (index + 1) * plane,
@@ -361,10 +363,8 @@ public actor TrackingSession {
         for (index, prompt) in prompts.enumerated() {
             var (xy, lab): ([Float], [Int32]) = ([0, 0], [PointLabel.notAPoint])
             if case let .points(promptCoords, promptLabels) = prompt { (xy, lab) = (promptCoords, promptLabels) }
-            let points = prompt == nil ? 0 : lab.count
-            let settings = tracker.settings
-            multimask[index] = masked.contains(index) || (settings.multimaskOutputInSam && (initial[index] || settings.multimaskOutputForTracking)
-                && settings.multimaskMinPointCount <= points && points <= settings.multimaskMaxPointCount)
+            multimask[index] = masked.contains(index)
+                || tracker.settings.multimask(initial: initial[index], pointCount: prompt == nil ? 0 : lab.count)
             guard lab.count + 1 <= slots else {
                 throw EdgeTAMError.inputMismatch(stage: "prompt_decoder", input: "point_labels",
                                                  reason: "a prompt of \(lab.count) points needs \(lab.count + 1) slots; the bundle has \(slots)")
@@ -378,8 +378,8 @@ public actor TrackingSession {
 
     /// (mask logits, object pointer) per object, as the video model picks them: multimask takes the best-scored
     /// of tokens 1...3 for both; single mask takes token 0's mask unless it is unstable, but always token 0's pointer.
-    static func selectForTracking(_ decoded: [String: Tensor], multimask: [Bool]) -> ([Float], [Float]) {
-        let logits = decoded["mask_logits"]!, ious = decoded["iou_scores"]!, pointers = decoded["object_pointers"]!
+    static func selectForTracking(_ decoded: PromptDecoderOutput, multimask: [Bool]) -> ([Float], [Float]) {
+        let (logits, ious, pointers) = (decoded.maskLogits, decoded.iouScores, decoded.objectPointers)
         let single = MaskSelection.tokens(maskLogits: logits, iouScores: ious, multimask: false)
         let plane = logits.shape[2] * logits.shape[3], tokens = logits.shape[1], hidden = pointers.shape[2]
         let (logitValues, iouValues, pointerValues) = (logits.floats, ious.floats, pointers.floats)
