@@ -54,7 +54,8 @@ public struct ObjectPrompt: Hashable, Sendable {
     public func validate(width: Int, height: Int) throws {
         var points = clicks.map { ($0.x, $0.y) }
         if let box {
-            guard box.x1 >= box.x0, box.y1 >= box.y0 else { throw EdgeTAMError.invalidBox([box.x0, box.y0, box.x1, box.y1]) }
+            // A box has an area: x1 > x0 and y1 > y0 (the Python runtime's rule too).
+            guard box.x1 > box.x0, box.y1 > box.y0 else { throw EdgeTAMError.invalidBox([box.x0, box.y0, box.x1, box.y1]) }
             points += [(box.x0, box.y0), (box.x1, box.y1)]
         }
         for (x, y) in points where !(x.isFinite && y.isFinite && 0 <= x && x <= Double(width) && 0 <= y && y <= Double(height)) {
@@ -62,10 +63,11 @@ public struct ObjectPrompt: Hashable, Sendable {
         }
     }
 
-    /// The decoder tokens of this prompt, as transformers builds them: clicks, padding points, then the box
-    /// corners, then one not-a-point token (two for a prompt without any point or box). Coordinates are scaled
-    /// to model pixels (padding points keep transformers' -10).
-    public func tokens(scaleX: Double, scaleY: Double) -> [(x: Float, y: Float, label: Int32)] {
+    /// The decoder tokens of this prompt, as transformers builds them: clicks and padding points, and the box
+    /// corners (after the clicks for images, before them for video frames: `boxFirst`), then one not-a-point
+    /// token (two for a prompt without any point or box). Coordinates are scaled to model pixels (padding points
+    /// keep transformers' -10).
+    public func tokens(scaleX: Double, scaleY: Double, boxFirst: Bool = false) -> [(x: Float, y: Float, label: Int32)] {
         // float32 products, as NumPy scales float32 points by a float32 scale in the Python runtime
         let (sx, sy) = (Float(scaleX), Float(scaleY))
         var tokens = clicks.map { (x: Float($0.x) * sx, y: Float($0.y) * sy,
@@ -73,8 +75,9 @@ public struct ObjectPrompt: Hashable, Sendable {
         let padding = Float(PointLabel.padding)
         tokens += [(x: Float, y: Float, label: Int32)](repeating: (padding, padding, PointLabel.padding), count: paddingPoints)
         if let box {
-            tokens.append((Float(box.x0) * sx, Float(box.y0) * sy, PointLabel.boxCorners.0))
-            tokens.append((Float(box.x1) * sx, Float(box.y1) * sy, PointLabel.boxCorners.1))
+            let corners = [(Float(box.x0) * sx, Float(box.y0) * sy, PointLabel.boxCorners.0),
+                           (Float(box.x1) * sx, Float(box.y1) * sy, PointLabel.boxCorners.1)]
+            tokens.insert(contentsOf: corners, at: boxFirst ? 0 : tokens.count)
         }
         if clicks.isEmpty && paddingPoints == 0 && box == nil { tokens.append((0, 0, PointLabel.notAPoint)) }
         tokens.append((0, 0, PointLabel.notAPoint))
@@ -87,11 +90,12 @@ public struct ObjectPrompt: Hashable, Sendable {
 
 /// The `point_coords` (N x slots x 2) and `point_labels` (N x slots) inputs of `prompt_decoder` for some
 /// objects, unused slots marked empty (`pack_slots` in Python).
-public func packPromptSlots(_ prompts: [ObjectPrompt], slots: Int, scaleX: Double, scaleY: Double) throws -> (coords: Tensor, labels: Tensor) {
+public func packPromptSlots(_ prompts: [ObjectPrompt], slots: Int, scaleX: Double, scaleY: Double,
+                            boxFirst: Bool = false) throws -> (coords: Tensor, labels: Tensor) {
     var coords = [Float](repeating: 0, count: prompts.count * slots * 2)
     var labels = [Int32](repeating: PointLabel.emptySlot, count: prompts.count * slots)
     for (object, prompt) in prompts.enumerated() {
-        let tokens = prompt.tokens(scaleX: scaleX, scaleY: scaleY)
+        let tokens = prompt.tokens(scaleX: scaleX, scaleY: scaleY, boxFirst: boxFirst)
         guard tokens.count <= slots else {
             throw EdgeTAMError.inputMismatch(stage: "prompt_decoder", input: "point_labels",
                                              reason: "object \(object) needs \(tokens.count) prompt slots, the bundle has \(slots)")

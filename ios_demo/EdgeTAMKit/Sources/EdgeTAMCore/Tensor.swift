@@ -88,6 +88,26 @@ public struct Tensor: Sendable, Equatable {
     }
 
     /// Tensors of the same trailing shape stacked along a new (or the existing first) axis.
+    /// Overwrite row `row` (everything under the first axis) with row `sourceRow` of `source`: the writes the
+    /// tracker does when it gathers per-object results from several stage calls into one tensor.
+    public mutating func setRow(_ row: Int, from source: Tensor, row sourceRow: Int = 0) {
+        let inner = shape.dropFirst().reduce(1, *)
+        precondition(source.shape.dropFirst().reduce(1, *) == inner, "rows of \(source.shape) do not fit rows of \(shape)")
+        let target = row * inner ..< (row + 1) * inner, origin = sourceRow * inner ..< (sourceRow + 1) * inner
+        switch (storage, source.storage) {
+        case (.float32(var values), let .float32(other)):
+            storage = .float32([])  // hand the buffer over, so the write does not copy it
+            values.replaceSubrange(target, with: other[origin])
+            storage = .float32(values)
+        case (.int32(var values), let .int32(other)):
+            storage = .int32([])
+            values.replaceSubrange(target, with: other[origin])
+            storage = .int32(values)
+        default:
+            preconditionFailure("setRow between \(dtype) and \(source.dtype) tensors")
+        }
+    }
+
     public static func concatenate(_ parts: [Tensor]) -> Tensor {
         precondition(!parts.isEmpty, "nothing to concatenate")
         let shape = [parts.map { $0.shape[0] }.reduce(0, +)] + parts[0].shape.dropFirst()

@@ -100,7 +100,7 @@ public struct VideoTracker: Sendable {
 /// A rejected prompt (outside the frame, unknown frame) throws before anything of the session changes.
 public actor TrackingSession {
     enum FramePrompt: Sendable {
-        case points(coords: [Float], labels: [Int32])  // model pixels
+        case points(ObjectPrompt)  // video pixels
         case mask([Float])  // model size, 1 inside
     }
 
@@ -148,19 +148,9 @@ public actor TrackingSession {
         guard !clicks.isEmpty || box != nil else {
             throw EdgeTAMError.inputMismatch(stage: "prompt_decoder", input: "point_coords", reason: "object \(id): give clicks or a box")
         }
-        try ObjectPrompt(clicks: clicks, box: box).validate(width: frames.width, height: frames.height)
-        // float32 products of float32 points and the float32 of the double ratio, as NumPy computes them
-        let size = Double(tracker.shapes.imageSize)
-        let (sx, sy) = (Float(size / Double(frames.width)), Float(size / Double(frames.height)))
-        var points: [(Double, Double)] = [], labels: [Int32] = []
-        if let box {
-            points += [(box.x0, box.y0), (box.x1, box.y1)]
-            labels += [PointLabel.boxCorners.0, PointLabel.boxCorners.1]
-        }
-        points += clicks.map { ($0.x, $0.y) }
-        labels += clicks.map { $0.positive ? PointLabel.positive : PointLabel.negative }
-        let coords = points.flatMap { [Float($0.0) * sx, Float($0.1) * sy] }
-        object(id).prompts[frame] = .points(coords: coords, labels: labels)
+        let prompt = ObjectPrompt(clicks: clicks, box: box)
+        try prompt.validate(width: frames.width, height: frames.height)
+        object(id).prompts[frame] = .points(prompt)
         newlyPrompted = [id]
     }
 
@@ -281,7 +271,7 @@ public actor TrackingSession {
             let conditioned = try MemoryAttentionOutput(try await tracker.runBatched("memory_attention", inputs)).conditionedFeatures
             for (row, index) in tracked.enumerated() { embeddings[index] = conditioned.rows(row ..< row + 1) }
         }
-        var maskInput = Tensor.filled([count, 1, m, m]).floats, hasMaskInput = [Float](repeating: 0, count: count)
+        var maskInput = Tensor.filled([count, 1, m, m]), hasMaskInput = Tensor.filled([count])
         var prompted: MaskPromptEncoderOutput?, drawn: [[Float]] = []
         if !masked.isEmpty {
             drawn = masked.map { if case let .mask(values) = work[$0].prompt { values } else { [] } }
@@ -290,11 +280,10 @@ public actor TrackingSession {
                 "vision_features": vision, "masks": Tensor(shape: [masked.count, 1, size, size], floats: drawn.flatMap { $0 }),
             ]))
             prompted = encoded
-            let decoderMask = encoded.decoderMaskInput.floats
             for (row, index) in masked.enumerated() {
                 embeddings[index] = vision
-                maskInput.replaceSubrange(index * plane ..< (index + 1) * plane, with: decoderMask[row * plane ..< (row + 1) * plane])
-                hasMaskInput[index] = 1
+                maskInput.setRow(index, from: encoded.decoderMaskInput, row: row)
+                hasMaskInput.setRow(index, from: Tensor(shape: [1], floats: [1]))
             }
         }
         let (coords, labels, multimask) = try promptSlots(work.map { item -> FramePrompt? in
@@ -304,81 +293,64 @@ public actor TrackingSession {
             "image_embeddings": Tensor.concatenate(embeddings),
             "high_res_features_0": features.highResFeatures0,
             "high_res_features_1": features.highResFeatures1,
-            "point_coords": coords, "point_labels": labels,
-            "mask_input": Tensor(shape: [count, 1, m, m], floats: maskInput),
-            "has_mask_input": Tensor(shape: [count], floats: hasMaskInput),
+            "point_coords": coords, "point_labels": labels, "mask_input": maskInput, "has_mask_input": hasMaskInput,
         ]))
-        var (masks, pointers) = Self.selectForTracking(decoded, multimask: multimask)
+        var (masks, pointers) = Self.selectForTracking(decoded, multimask: multimask)  // (N, m, m), (N, hidden)
         var scores = decoded.objectScoreLogits.floats
-        for object in 0 ..< count where !(scores[object] > 0) {
-            for index in object * plane ..< (object + 1) * plane { masks[index] = VideoTracker.noObjectScore }
-        }
-        let tokens = shapes.memoryTokens * shapes.memoryDim
-        var memoryFeatures = [Float](repeating: 0, count: count * tokens), memoryPositions = memoryFeatures
+        let absent = Tensor.filled([1, m, m], value: Double(VideoTracker.noObjectScore))
+        for object in 0 ..< count where !(scores[object] > 0) { masks.setRow(object, from: absent) }
+        var memoryFeatures = Tensor.filled([count, shapes.memoryTokens, shapes.memoryDim]), memoryPositions = memoryFeatures
         if !unmasked.isEmpty {
             let encoded = try MemoryEncoderOutput(try await tracker.runBatched("memory_encoder", [
                 "vision_features": vision,
-                "mask_logits": Tensor(shape: [unmasked.count, 1, m, m], floats: unmasked.flatMap { masks[$0 * plane ..< ($0 + 1) * plane] }),
+                "mask_logits": Tensor.concatenate(unmasked.map { masks.rows($0 ..< $0 + 1) }).reshaped([unmasked.count, 1, m, m]),
                 "object_score_logits": Tensor(shape: [unmasked.count, 1], floats: unmasked.map { scores[$0] }),
                 "mask_is_binary": Tensor(shape: [unmasked.count], floats: unmasked.map { work[$0].prompt == nil ? 0 : 1 }),
             ]))
-            let (features, positions) = (encoded.memoryFeatures.floats, encoded.memoryPositions.floats)
             for (row, index) in unmasked.enumerated() {
-                memoryFeatures.replaceSubrange(index * tokens ..< (index + 1) * tokens, with: features[row * tokens ..< (row + 1) * tokens])
-                memoryPositions.replaceSubrange(index * tokens ..< (index + 1) * tokens, with: positions[row * tokens ..< (row + 1) * tokens])
+                memoryFeatures.setRow(index, from: encoded.memoryFeatures, row: row)
+                memoryPositions.setRow(index, from: encoded.memoryPositions, row: row)
             }
         }
         if let prompted {
-            let size = shapes.imageSize, hidden = shapes.hiddenSize
-            let (promptScores, noPointer) = (prompted.objectScoreLogits.floats, prompted.noObjectPointer.floats)
-            let (features, positions) = (prompted.memory.memoryFeatures.floats, prompted.memory.memoryPositions.floats)
+            let size = shapes.imageSize, promptScores = prompted.objectScoreLogits.floats
             for (row, index) in masked.enumerated() {
                 let logits = drawn[row].map { $0 * VideoTracker.maskLogitScale + VideoTracker.maskLogitBias }
-                masks.replaceSubrange(index * plane ..< (index + 1) * plane,
-                                      with: ImageProcessing.resizeAntialiased(logits, inHeight: size, inWidth: size, height: m, width: m))
+                masks.setRow(index, from: Tensor(shape: [1, m, m], floats: ImageProcessing.resizeAntialiased(
+                    logits, inHeight: size, inWidth: size, height: m, width: m)))
                 scores[index] = promptScores[row]
-                if !(scores[index] > 0) {
-                    pointers.replaceSubrange(index * hidden ..< (index + 1) * hidden, with: noPointer[row * hidden ..< (row + 1) * hidden])
-                }
-                memoryFeatures.replaceSubrange(index * tokens ..< (index + 1) * tokens, with: features[row * tokens ..< (row + 1) * tokens])
-                memoryPositions.replaceSubrange(index * tokens ..< (index + 1) * tokens, with: positions[row * tokens ..< (row + 1) * tokens])
+                if !(scores[index] > 0) { pointers.setRow(index, from: prompted.noObjectPointer, row: row) }
+                memoryFeatures.setRow(index, from: prompted.memory.memoryFeatures, row: row)
+                memoryPositions.setRow(index, from: prompted.memory.memoryPositions, row: row)
             }
         }
-        let hidden = shapes.hiddenSize
         return (0 ..< count).map { index in
-            FrameMemory(maskLogits: Array(masks[index * plane ..< (index + 1) * plane]), objectScore: scores[index],
-                        pointer: Array(pointers[index * hidden ..< (index + 1) * hidden]),
-                        memoryFeatures: Array(memoryFeatures[index * tokens ..< (index + 1) * tokens]),
-                        memoryPositions: Array(memoryPositions[index * tokens ..< (index + 1) * tokens]))
+            FrameMemory(maskLogits: masks.rows(index ..< index + 1).floats, objectScore: scores[index],
+                        pointer: pointers.rows(index ..< index + 1).floats,
+                        memoryFeatures: memoryFeatures.rows(index ..< index + 1).floats,
+                        memoryPositions: memoryPositions.rows(index ..< index + 1).floats)
         }
     }
 
-    /// Decoder slots for video prompts, as the video model builds them: box corners, clicks, one not-a-point
-    /// token (two for a frame without prompt); and whether each object asks for multimask output.
+    /// Decoder slots for video prompts, as the video model packs them (box corners first; a frame without prompt
+    /// gets two not-a-point tokens), and whether each object asks for multimask output.
     private func promptSlots(_ prompts: [FramePrompt?], initial: [Bool], masked: Set<Int>) throws -> (Tensor, Tensor, [Bool]) {
-        let slots = tracker.shapes.pointSlots, count = prompts.count
-        var coords = [Float](repeating: 0, count: count * slots * 2)
-        var labels = [Int32](repeating: PointLabel.emptySlot, count: count * slots)
-        var multimask = [Bool](repeating: false, count: count)
-        for (index, prompt) in prompts.enumerated() {
-            var (xy, lab): ([Float], [Int32]) = ([0, 0], [PointLabel.notAPoint])
-            if case let .points(promptCoords, promptLabels) = prompt { (xy, lab) = (promptCoords, promptLabels) }
-            multimask[index] = masked.contains(index)
-                || tracker.settings.multimask(initial: initial[index], pointCount: prompt == nil ? 0 : lab.count)
-            guard lab.count + 1 <= slots else {
-                throw EdgeTAMError.inputMismatch(stage: "prompt_decoder", input: "point_labels",
-                                                 reason: "a prompt of \(lab.count) points needs \(lab.count + 1) slots; the bundle has \(slots)")
-            }
-            coords.replaceSubrange(index * slots * 2 ..< index * slots * 2 + xy.count, with: xy)
-            labels.replaceSubrange(index * slots ..< index * slots + lab.count, with: lab)
-            labels[index * slots + lab.count] = PointLabel.notAPoint
+        let objects = prompts.map { prompt -> ObjectPrompt in
+            if case let .points(objectPrompt) = prompt { objectPrompt } else { ObjectPrompt() }
         }
-        return (Tensor(shape: [count, slots, 2], floats: coords), Tensor(shape: [count, slots], ints: labels), multimask)
+        let size = Double(tracker.shapes.imageSize)
+        let (coords, labels) = try packPromptSlots(objects, slots: tracker.shapes.pointSlots, scaleX: size / Double(frames.width),
+                                                   scaleY: size / Double(frames.height), boxFirst: true)
+        let multimask = objects.indices.map { index in
+            masked.contains(index)
+                || tracker.settings.multimask(initial: initial[index], pointCount: prompts[index] == nil ? 0 : objects[index].pointCount)
+        }
+        return (coords, labels, multimask)
     }
 
     /// (mask logits, object pointer) per object, as the video model picks them: multimask takes the best-scored
     /// of tokens 1...3 for both; single mask takes token 0's mask unless it is unstable, but always token 0's pointer.
-    static func selectForTracking(_ decoded: PromptDecoderOutput, multimask: [Bool]) -> ([Float], [Float]) {
+    static func selectForTracking(_ decoded: PromptDecoderOutput, multimask: [Bool]) -> (masks: Tensor, pointers: Tensor) {
         let (logits, ious, pointers) = (decoded.maskLogits, decoded.iouScores, decoded.objectPointers)
         let single = MaskSelection.tokens(maskLogits: logits, iouScores: ious, multimask: false)
         let plane = logits.shape[2] * logits.shape[3], tokens = logits.shape[1], hidden = pointers.shape[2]
@@ -391,7 +363,8 @@ public actor TrackingSession {
             masks += logitValues[(object * tokens + maskToken) * plane ..< (object * tokens + maskToken + 1) * plane]
             chosenPointers += pointerValues[(object * tokens + pointerToken) * hidden ..< (object * tokens + pointerToken + 1) * hidden]
         }
-        return (masks, chosenPointers)
+        return (Tensor(shape: [logits.shape[0], logits.shape[2], logits.shape[3]], floats: masks),
+                Tensor(shape: [logits.shape[0], hidden], floats: chosenPointers))
     }
 
     private func bank(_ object: TrackedObject, _ frameIndex: Int, reverse: Bool) throws -> [String: Tensor] {

@@ -35,4 +35,15 @@ import Testing
         let stats = LatencyStats(milliseconds: [4, 1, 3, 2, 10])
         #expect(stats.p50Ms == 3 && abs(stats.p90Ms - 7.6) < 1e-12 && stats.meanMs == 4 && stats.runs == 5)
     }
+
+    @Test func rowsAreWrittenInPlaceFromAnotherTensorsRow() {
+        var gathered = Tensor.filled([3, 2, 2])
+        let results = Tensor(shape: [2, 2, 2], floats: [1, 2, 3, 4, 5, 6, 7, 8])
+        gathered.setRow(2, from: results, row: 0)
+        gathered.setRow(0, from: results, row: 1)
+        #expect(gathered.floats == [5, 6, 7, 8, 0, 0, 0, 0, 1, 2, 3, 4])
+        var labels = Tensor(shape: [2, 3], ints: [0, 0, 0, 0, 0, 0])
+        labels.setRow(1, from: Tensor(shape: [1, 3], ints: [7, 8, 9]))
+        #expect(labels.ints == [0, 0, 0, 7, 8, 9])
+    }
 }
