@@ -3,6 +3,7 @@ import EdgeTAMCoreML
 import Foundation
 import Testing
 @testable import EdgeTAMCore
+import EdgeTAMTestSupport
 
 /// The recorded Python sessions played through the real Core ML runner on the tiny `coreml-fp16` bundle exported
 /// from the same weights (macOS only; `.github/workflows/apple.yml`). fp16 on Core ML is not bit-exact with the

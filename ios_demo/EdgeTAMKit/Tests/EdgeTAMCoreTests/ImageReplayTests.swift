@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import EdgeTAMCore
+import EdgeTAMTestSupport
 
 /// The Python runtime's image session (`record_image_session` in tests/test_swift_kit.py), replayed: the
 /// Swift predictor must make the same stage calls with the same inputs, and write the same masks.

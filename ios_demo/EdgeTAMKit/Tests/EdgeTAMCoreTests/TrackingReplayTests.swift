@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import EdgeTAMCore
+import EdgeTAMTestSupport
 
 /// The Python runtime's tracking session (`record_tracking_session` in tests/test_swift_kit.py), replayed: a click,
 /// a box for a second object, a correction, a mask prompt and a reverse pass over 30 frames of videos/bedroom.

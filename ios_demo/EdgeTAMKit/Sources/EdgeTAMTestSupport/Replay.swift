@@ -1,3 +1,4 @@
+import EdgeTAMCore
 import Foundation
 
 /// A recorded session of the Python runtime (`tests/recording.py`): every stage call in order,
@@ -10,6 +11,10 @@ public actor ReplaySession {
         public let stage: String
         public let inputs: [String: Tensor]
         public let outputs: [String: Tensor]
+
+        public init(stage: String, inputs: [String: Tensor], outputs: [String: Tensor]) {
+            self.stage = stage; self.inputs = inputs; self.outputs = outputs
+        }
     }
 
     public nonisolated let calls: [Call]
