@@ -52,7 +52,7 @@ public struct Predictor: Sendable {
 
     /// Run the image encoder once; the embedding serves any number of prompts.
     public func setImage(_ picture: RGBImage) async throws -> ImageEmbedding {
-        let features = try await encoder.run(ImageProcessing.imageEncoderInputs(picture, spec: encoder.spec))
+        let features = try await runBatched(encoder, ImageProcessing.imageEncoderInputs(picture, spec: encoder.spec), maxObjects: 1)
         return ImageEmbedding(features: features, width: picture.width, height: picture.height)
     }
 
@@ -88,18 +88,13 @@ public struct Predictor: Sendable {
         guard let imageEmbeddings = embedding.features["image_embeddings"] else {
             throw EdgeTAMError.runnerFailed(stage: "image_encoder", reason: "no image_embeddings output")
         }
-        var parts: [String: [Tensor]] = [:]
-        for start in stride(from: 0, to: count, by: shapes.maxObjects) {
-            let chunk = start ..< min(start + shapes.maxObjects, count)
-            var inputs = embedding.features.filter { $0.key.hasPrefix("high_res_features") }
-            inputs["image_embeddings"] = Tensor.concatenate([Tensor](repeating: imageEmbeddings, count: chunk.count))
-            inputs["point_coords"] = coords.rows(chunk)
-            inputs["point_labels"] = labels.rows(chunk)
-            inputs["mask_input"] = masks.rows(chunk)
-            inputs["has_mask_input"] = hasMask.rows(chunk)
-            for (name, value) in try await decoder.run(inputs) { parts[name, default: []].append(value) }
-        }
-        return parts.mapValues(Tensor.concatenate)
+        var inputs = embedding.features.filter { $0.key.hasPrefix("high_res_features") }
+        inputs["image_embeddings"] = imageEmbeddings  // one image, shared by every object
+        inputs["point_coords"] = coords
+        inputs["point_labels"] = labels
+        inputs["mask_input"] = masks
+        inputs["has_mask_input"] = hasMask
+        return try await runBatched(decoder, inputs, maxObjects: shapes.maxObjects)
     }
 
     func finish(_ embedding: ImageEmbedding, _ decoded: PromptDecoderOutput, multimaskOutput: Bool) -> Prediction {

@@ -80,19 +80,10 @@ public struct VideoTracker: Sendable {
         return TrackingSession(tracker: self, frames: frames, memoryWindow: memoryWindow)
     }
 
-    /// Run a stage over any number of objects, in chunks of `max_objects` (inputs without the objects axis shared).
+    /// Run a stage over any number of objects (`EdgeTAMCore.runBatched`: chunks of `max_objects`, cancellation).
     func runBatched(_ stage: String, _ inputs: [String: Tensor]) async throws -> [String: Tensor] {
         guard let runner = runners[stage] else { throw EdgeTAMError.unknownStage(stage) }
-        let perObject = Set(runner.spec.inputs.filter(\.hasObjectsAxis).map(\.name))
-        let count = inputs.first { perObject.contains($0.key) }!.value.shape[0]
-        var parts: [String: [Tensor]] = [:]
-        for start in stride(from: 0, to: count, by: shapes.maxObjects) {
-            let chunk = start ..< min(start + shapes.maxObjects, count)
-            var sliced = inputs
-            for name in perObject { sliced[name] = inputs[name]!.rows(chunk) }
-            for (name, value) in try await runner.run(sliced) { parts[name, default: []].append(value) }
-        }
-        return parts.mapValues(Tensor.concatenate)
+        return try await EdgeTAMCore.runBatched(runner, inputs, maxObjects: shapes.maxObjects)
     }
 }
 
@@ -250,7 +241,8 @@ public actor TrackingSession {
         if let cachedFeatures, cachedFeatures.frame == frameIndex { return cachedFeatures.features }
         guard let encoder = tracker.runners["image_encoder"] else { throw EdgeTAMError.unknownStage("image_encoder") }
         let features = try ImageEncoderOutput(
-            try await encoder.run(ImageProcessing.imageEncoderInputs(try await frames.frame(frameIndex), spec: encoder.spec)))
+            try await EdgeTAMCore.runBatched(encoder, ImageProcessing.imageEncoderInputs(try await frames.frame(frameIndex), spec: encoder.spec),
+                                             maxObjects: 1))
         cachedFeatures = (frameIndex, features)
         return features
     }
