@@ -72,10 +72,11 @@ class TensorSpec:
         return OBJECTS in self.shape
 
     def admits_shape(self, shape: tuple[int | None, ...], max_objects: int) -> bool:
-        """Whether an artifact's declared shape fits this contract: fixed sizes equal, the objects axis dynamic
-        (None) or at most `max_objects` (ExecuTorch reports its upper bound)."""
+        """Whether an artifact's declared shape fits this contract: the same rank, fixed sizes equal, the objects axis
+        at most `max_objects` (ExecuTorch reports its upper bound); a size the artifact leaves open (None: a dynamic
+        axis, or one Core ML infers at run time) fits any."""
         return len(shape) == len(self.shape) and all(
-            (got is None or 1 <= got <= max_objects) if want == OBJECTS else got == want
+            got is None or (1 <= got <= max_objects if want == OBJECTS else got == want)
             for want, got in zip(self.shape, shape)
         )
 
