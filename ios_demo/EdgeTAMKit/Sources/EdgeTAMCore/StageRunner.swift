@@ -42,3 +42,43 @@ public func runBatched(_ runner: any StageRunner, _ inputs: [String: Tensor], ma
     }
     return parts.mapValues(Tensor.concatenate)
 }
+
+/// Loading and releasing a stage's model (ml-stable-diffusion's `ResourceManaging`): an app releases stages on a
+/// memory warning, and the next call loads them again.
+public protocol ResourceManaging: Sendable {
+    func loadResources() async throws
+    func unloadResources() async
+}
+
+/// A stage whose engine (a Core ML model, an ExecuTorch module) is created on first use and can be released:
+/// `unloadResources()` drops it, the next `run` loads it again through `load`.
+public actor ManagedStageRunner: StageRunner, ResourceManaging {
+    public nonisolated let spec: StageSpec
+    private let load: @Sendable () async throws -> any StageRunner
+    private var loaded: (any StageRunner)?
+    /// How many times the engine was loaded (after each release, once more).
+    public private(set) var loads = 0
+
+    public init(spec: StageSpec, load: @escaping @Sendable () async throws -> any StageRunner) {
+        self.spec = spec
+        self.load = load
+    }
+
+    public var isLoaded: Bool { loaded != nil }
+
+    public func loadResources() async throws { _ = try await engine() }
+
+    public func unloadResources() { loaded = nil }
+
+    public func run(_ inputs: [String: Tensor]) async throws -> [String: Tensor] {
+        try await engine().run(inputs)
+    }
+
+    private func engine() async throws -> any StageRunner {
+        if let loaded { return loaded }
+        let runner = try await load()
+        loaded = runner
+        loads += 1
+        return runner
+    }
+}

@@ -22,6 +22,19 @@ public struct CoreMLBundle: Sendable {
         return CoreMLBundle(bundle: bundle, runners: runners)
     }
 
+    /// Every stage as a `ManagedStageRunner`: compiled and loaded on first use, released by `unloadResources()` (call
+    /// it on a memory warning; the next call loads the stage again, from the compiled-model cache).
+    public static func managedRunners(_ bundle: EdgeTAMBundle, computeUnits: ComputeUnitsChoice? = nil,
+                                      cache: CompiledModelCache = .applicationSupport) throws -> [String: ManagedStageRunner] {
+        var runners: [String: ManagedStageRunner] = [:]
+        for stage in bundle.manifest.stageNames {
+            runners[stage] = ManagedStageRunner(spec: try bundle.spec(stage)) {
+                try await CoreMLStageRunner.load(bundle: bundle, stage: stage, computeUnits: computeUnits, cache: cache)
+            }
+        }
+        return runners
+    }
+
     /// The runners as EdgeTAMKit's protocol type.
     public var stageRunners: [String: any StageRunner] { runners.mapValues { $0 as any StageRunner } }
 

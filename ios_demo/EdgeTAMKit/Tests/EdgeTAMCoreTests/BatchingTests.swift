@@ -39,3 +39,22 @@ import Testing
         #expect(runner.callSizes.isEmpty)
     }
 }
+
+/// A managed stage loads its engine on first use, releases it on request, and loads it again when called.
+@Suite struct ManagedStageRunnerTests {
+    @Test func loadsOnFirstUseAndAgainAfterARelease() async throws {
+        let engine = BatchingTests.SummingRunner()
+        let managed = ManagedStageRunner(spec: engine.spec) { engine }
+        #expect(await managed.isLoaded == false)
+        #expect(await managed.loads == 0)
+        let inputs = ["rows": Tensor(shape: [1, 1], floats: [2]), "shared": Tensor(shape: [1, 1], floats: [3])]
+        #expect(try await managed.run(inputs)["sum"]?.floats == [5])
+        _ = try await managed.run(inputs)
+        #expect(await managed.isLoaded)
+        #expect(await managed.loads == 1)
+        await managed.unloadResources()
+        #expect(await managed.isLoaded == false)
+        _ = try await runBatched(managed, inputs, maxObjects: 2)
+        #expect(await managed.loads == 2)
+    }
+}
