@@ -78,8 +78,11 @@ def test_app_project_packages_workflow_and_readme_agree():
     commands = "\n".join(step.get("run", "") for step in steps)
     assert all("@v" in step["uses"] and step["uses"].count(".") >= 2 for step in steps if "uses" in step)  # pinned
     assert "Xcode_16.4.app" in workflow["env"]["XCODE_APP"]
-    for path in ("ios_demo/scripts/fetch_test_data.sh", "ios_demo/EdgeTAMDemo/project.yml", "tests/test_swift_kit.py"):
+    for path in ("ios_demo/EdgeTAMDemo/project.yml", "tests/test_swift_kit.py"):
         assert path in commands and (REPO / path).exists(), path
+    assert 'edgetam-export sample-data --out "$EDGETAM_EXPORT_DATA"' in commands  # every file checked by its sha256
+    # ExecuTorch ships arm64 simulator binaries only: no generic (arm64 + x86_64) simulator build.
+    assert all("ARCHS=arm64" in line for line in commands.splitlines() if "iOS Simulator" in line)
     assert "copy-bundle models/ci-coreml-fp16 ios_demo/EdgeTAMDemo/Bundle" in commands
     assert "-scheme EdgeTAMDemo" in commands and "-scheme EdgeTAMExecuTorch" in commands
     assert "EdgeTAMExecuTorch" in _products(REPO / "ios_demo" / "EdgeTAMExecuTorch")

@@ -73,8 +73,9 @@ def bedroom_frames(data_dir: Path) -> list[Path]:
     return sorted((Path(data_dir) / "videos" / "bedroom").glob("*.jpg"))
 
 
-#: Where `edgetam-export sample-data` downloads from: EdgeTAM's notebooks (images/, videos/bedroom/), Apache 2.0.
-SAMPLE_DATA_URL = "https://raw.githubusercontent.com/facebookresearch/EdgeTAM/main/notebooks"
+#: Where `edgetam-export sample-data` downloads from: EdgeTAM's notebooks (images/, videos/bedroom/), Apache 2.0, at
+#: the commit whose 203 files `sample_data_files.json` lists (every one checked against it here).
+SAMPLE_DATA_URL = "https://raw.githubusercontent.com/facebookresearch/EdgeTAM/9cc44bfe9e16cc374242917b91283c718410ea87/notebooks"
 #: Relative path -> [sha256, size] of every sample file; a download must match it byte for byte.
 SAMPLE_FILES = Path(__file__).with_name("sample_data_files.json")
 
