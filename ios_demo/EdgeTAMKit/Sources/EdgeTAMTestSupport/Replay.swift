@@ -81,8 +81,12 @@ public actor ReplaySession {
                     throw EdgeTAMError.runnerFailed(stage: stage, reason: "call \(served + 1) input '\(name)'[\(index)] is \(a[index]), recorded \(b[index])")
                 }
             case let (.float32(a), .float32(b)):
+                // A NaN on either side is a difference (`abs(NaN) > worst` is false and would pass it by).
                 var worst: Float = 0, at = 0
-                for index in a.indices where abs(a[index] - b[index]) > worst { worst = abs(a[index] - b[index]); at = index }
+                for index in a.indices {
+                    let difference = a[index].isNaN != b[index].isNaN ? Float.infinity : a[index].isNaN ? 0 : abs(a[index] - b[index])
+                    if difference > worst { worst = difference; at = index }
+                }
                 largestFloatDifference = max(largestFloatDifference, worst)
                 if worst > tolerance {
                     throw EdgeTAMError.runnerFailed(stage: stage, reason: "call \(served + 1) input '\(name)'[\(at)] is \(a[at]), recorded \(b[at])")

@@ -5,8 +5,9 @@ import EdgeTAMTestSupport
 
 /// The Python runtime's image session (`record_image_session` in tests/test_swift_kit.py), replayed: the
 /// Swift predictor must make the same stage calls with the same inputs, and write the same masks.
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["EDGETAM_PYTHON_FIXTURES"] != nil,
-                "run through tests/test_swift_kit.py, which records the session first"))
+/// The replays need the Python fixtures (`EDGETAM_PYTHON_FIXTURES`); the bad-input tests beside them run anywhere, on
+/// the model-free stage contracts of `TrackerBankTests`.
+@Suite
 struct ImageReplayTests {
     let folder = URL(fileURLWithPath: ProcessInfo.processInfo.environment["EDGETAM_PYTHON_FIXTURES"] ?? "/")
         .appendingPathComponent("image_session")
@@ -64,7 +65,9 @@ struct ImageReplayTests {
         return session
     }
 
-    @Test func replaysThePythonImageSession() async throws {
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["EDGETAM_PYTHON_FIXTURES"] != nil,
+                   "run through tests/test_swift_kit.py, which records the session first"))
+    func replaysThePythonImageSession() async throws {
         let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
         let replay = try ReplaySession.load(from: folder)
         let predictor = Predictor(shapes: bundle.manifest.shapes,
@@ -84,11 +87,11 @@ struct ImageReplayTests {
 
     /// A click outside the picture, an inverted box or a mask of the wrong size is refused before any stage runs.
     @Test func badPromptsThrowBeforeAnyStageCall() async throws {
-        let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
         let empty = ReplaySession(calls: [])
-        let predictor = Predictor(shapes: bundle.manifest.shapes,
-                                  imageEncoder: ReplayStageRunner(spec: try bundle.spec("image_encoder"), session: empty),
-                                  promptDecoder: ReplayStageRunner(spec: try bundle.spec("prompt_decoder"), session: empty))
+        let stages = TrackerBankTests.FrameIndexStages().runners()
+        let predictor = Predictor(shapes: TrackerBankTests.shapes,
+                                  imageEncoder: ReplayStageRunner(spec: stages["image_encoder"]!.spec, session: empty),
+                                  promptDecoder: ReplayStageRunner(spec: stages["prompt_decoder"]!.spec, session: empty))
         let embedding = ImageEmbedding(features: [:], width: 10, height: 8)
         await #expect(throws: EdgeTAMError.promptOutsideImage(x: 11, y: 2, width: 10, height: 8)) {
             try await predictor.predict(embedding, prompts: [ObjectPrompt(clicks: [Click(x: 11, y: 2)])])
@@ -114,6 +117,8 @@ struct ImageReplayTests {
         let runner = ReplayStageRunner(spec: spec, session: session)
         await #expect(throws: EdgeTAMError.self) { try await runner.run(["x": Tensor(shape: [1, 2], floats: [1, 2.001])]) }
         #expect(try await runner.run(["x": Tensor(shape: [1, 2], floats: [1, 2.0000005])])["y"]?.floats == [3])
+        let withNaN = ReplayStageRunner(spec: spec, session: ReplaySession(calls: session.calls))
+        await #expect(throws: EdgeTAMError.self) { try await withNaN.run(["x": Tensor(shape: [1, 2], floats: [1, .nan])]) }
         await #expect(throws: EdgeTAMError.self) { try await runner.run(["x": input]) }  // the recording has one call
         #expect(await session.remaining == 0)
     }

@@ -5,8 +5,9 @@ import EdgeTAMTestSupport
 
 /// The Python runtime's tracking session (`record_tracking_session` in tests/test_swift_kit.py), replayed: a click,
 /// a box for a second object, a correction, a mask prompt and a reverse pass over 30 frames of videos/bedroom.
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["EDGETAM_PYTHON_FIXTURES"] != nil,
-                "run through tests/test_swift_kit.py, which records the session first"))
+/// The replays need the Python fixtures (`EDGETAM_PYTHON_FIXTURES`); the bad-input tests beside them run anywhere, on
+/// the model-free stage contracts of `TrackerBankTests`.
+@Suite
 struct TrackingReplayTests {
     let folder = URL(fileURLWithPath: ProcessInfo.processInfo.environment["EDGETAM_PYTHON_FIXTURES"] ?? "/")
         .appendingPathComponent("tracking_session")
@@ -62,7 +63,9 @@ struct TrackingReplayTests {
         return (session, results)
     }
 
-    @Test func replaysThePythonTrackingSession() async throws {
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["EDGETAM_PYTHON_FIXTURES"] != nil,
+                   "run through tests/test_swift_kit.py, which records the session first"))
+    func replaysThePythonTrackingSession() async throws {
         let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
         let replay = try ReplaySession.load(from: folder)
         var runners: [String: any StageRunner] = [:]
@@ -83,9 +86,13 @@ struct TrackingReplayTests {
                 ImageProcessing.resizeLogits(values[$0 * plane ..< ($0 + 1) * plane], inHeight: m, inWidth: m,
                                              height: result.height, width: result.width)
             }
-            #expect(logits.map { $0 > 0 ? UInt8(1) : 0 } == (0 ..< result.objectIds.count).flatMap { result.mask(object: $0) })
+            // The masks the API gives (`FrameResult.mask(object:)`) against Python's; the logits only say whether a
+            // differing pixel sits on the threshold.
+            let swiftMasks = (0 ..< result.objectIds.count).flatMap { result.mask(object: $0) }
+            #expect(swiftMasks.count == masks.count && logits.count == masks.count)
             pixels += masks.count
-            for (logit, pythonPixel) in zip(logits, masks) where (logit > 0 ? 1 : 0) != pythonPixel {
+            for (index, pythonPixel) in masks.enumerated() where swiftMasks[index] != pythonPixel {
+                let logit = logits[index]
                 differing += 1
                 offThreshold += abs(logit) < 1e-4 ? 0 : 1
             }
@@ -99,12 +106,12 @@ struct TrackingReplayTests {
 
     /// Bad input gives a typed error and leaves the session as it was: no stage is called, no object added.
     @Test func badInputChangesNothing() async throws {
-        let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
         let empty = ReplaySession(calls: [])  // any stage call would throw "call 1 of a recording of 0 calls"
+        let stages = TrackerBankTests.FrameIndexStages().runners()
         var runners: [String: any StageRunner] = [:]
-        for stage in VideoTracker.trackingStages { runners[stage] = ReplayStageRunner(spec: try bundle.spec(stage), session: empty) }
+        for stage in VideoTracker.trackingStages { runners[stage] = ReplayStageRunner(spec: stages[stage]!.spec, session: empty) }
         let frames = try FramesInMemory([try RGBImage(width: 8, height: 6, pixels: [UInt8](repeating: 9, count: 8 * 6 * 3))])
-        let tracking = try VideoTracker(shapes: bundle.manifest.shapes, settings: bundle.manifest.tracking, runners: runners).session(frames)
+        let tracking = try VideoTracker(shapes: TrackerBankTests.shapes, settings: TrackingSettings(), runners: runners).session(frames)
         await #expect(throws: EdgeTAMError.promptOutsideImage(x: 9, y: 1, width: 8, height: 6)) {
             try await tracking.addPrompt(frame: 0, object: 1, clicks: [Click(x: 9, y: 1)])
         }
