@@ -87,6 +87,7 @@ def test_app_project_packages_workflow_and_readme_agree():
     assert "-scheme EdgeTAMDemo" in commands and "-scheme EdgeTAMExecuTorch" in commands
     assert "EdgeTAMExecuTorch" in _products(REPO / "ios_demo" / "EdgeTAMExecuTorch")
     assert {"EdgeTAMCore", "EdgeTAMCoreML"} <= _products(REPO / "ios_demo" / "EdgeTAMKit")
+    assert _products(REPO) == {"EdgeTAMCore", "EdgeTAMCoreML"}  # the root manifest an app adds by URL
 
     readme = (REPO / "README.md").read_text()
     for text in ("edgetam-export copy-bundle models/edgetam-coreml ios_demo/EdgeTAMDemo/Bundle",
