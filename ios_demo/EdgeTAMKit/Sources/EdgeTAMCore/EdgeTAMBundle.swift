@@ -56,11 +56,11 @@ public struct EdgeTAMBundle: Sendable {
             guard FileManager.default.fileExists(atPath: artifact.path) else {
                 throw EdgeTAMError.artifactMissing(stage: name, file: record.artifact)
             }
-            if verifyChecksums, try SHA256.hex(ofFileAt: artifact) != record.sha256 {
+            if verifyChecksums, try Checksum.hex(ofFileAt: artifact) != record.sha256 {
                 throw EdgeTAMError.checksumMismatch(stage: name, file: record.artifact)
             }
         }
-        return EdgeTAMBundle(url: url, manifest: manifest, manifestSHA256: SHA256.hex(of: data))
+        return EdgeTAMBundle(url: url, manifest: manifest, manifestSHA256: Checksum.hex(of: data))
     }
 
     /// The artifact file (or `.mlpackage` folder) of a stage.

@@ -20,7 +20,7 @@ struct SyntheticBundle {
          "shapes": {"image_size": 256, "hidden_size": 256, "memory_dim": 64, "memory_tokens": 32, "point_slots": 8,
                     "max_objects": 4, "memory_slots": 7, "pointer_slots": 16, "temporal_encodings": 7,
                     "image_input": false},
-         "stages": {"image_encoder": {"artifact": "\(artifact)", "sha256": "\(SHA256.hex(of: payload))",
+         "stages": {"image_encoder": {"artifact": "\(artifact)", "sha256": "\(Checksum.hex(of: payload))",
             "size_bytes": \(payload.count), "export_seconds": {"lower": 1.0}, "backend": {"opset": 18, "nodes": 3},
             "spec": {"name": "image_encoder", "description": "d", "max_objects": 1,
                      "inputs": [{"name": "pixel_values", "shape": [1, 3, 256, 256], "dtype": "float32", "description": "d"}],
@@ -131,7 +131,7 @@ struct SyntheticBundle {
         let json = try JSONSerialization.jsonObject(with: try run.json()) as! [String: Any]
         #expect(json["schema_version"] as? Int == 1)
         #expect((json["bundle"] as! [String: Any])["manifest_sha256"] as? String == opened.manifestSHA256)
-        #expect(opened.manifestSHA256 == SHA256.hex(of: [UInt8](try Data(contentsOf: bundle.url.appendingPathComponent("manifest.json")))))
+        #expect(opened.manifestSHA256 == Checksum.hex(of: [UInt8](try Data(contentsOf: bundle.url.appendingPathComponent("manifest.json")))))
         #expect(((json["stages"] as! [[String: Any]])[0]["p50_ms"] as? Double) == 6)
     }
 }
