@@ -60,17 +60,27 @@ final class CameraTracker: NSObject, AVCaptureVideoDataOutputSampleBufferDelegat
         guard await AVCaptureDevice.requestAccess(for: .video) else {
             throw EdgeTAMError.inputMismatch(stage: "camera", input: "permission", reason: "camera access denied; allow it in Settings")
         }
-        guard let device = AVCaptureDevice.default(.builtInWideAngleCamera, for: .video, position: .back) else { return }
-        capture.beginConfiguration()
-        capture.sessionPreset = .hd1280x720
-        capture.addInput(try AVCaptureDeviceInput(device: device))
-        let output = AVCaptureVideoDataOutput()
-        output.videoSettings = [kCVPixelBufferPixelFormatTypeKey as String: kCVPixelFormatType_32BGRA]
-        output.alwaysDiscardsLateVideoFrames = true
-        output.setSampleBufferDelegate(self, queue: queue)
-        capture.addOutput(output)
-        output.connection(with: .video)?.videoRotationAngle = 90
-        capture.commitConfiguration()
+        // Configured once: every later visit to the tab only restarts the session (adding the same input or output
+        // twice raises an exception).
+        if capture.inputs.isEmpty {
+            guard let device = AVCaptureDevice.default(.builtInWideAngleCamera, for: .video, position: .back) else { return }
+            let input = try AVCaptureDeviceInput(device: device)
+            let output = AVCaptureVideoDataOutput()
+            output.videoSettings = [kCVPixelBufferPixelFormatTypeKey as String: kCVPixelFormatType_32BGRA]
+            output.alwaysDiscardsLateVideoFrames = true
+            output.setSampleBufferDelegate(self, queue: queue)
+            capture.beginConfiguration()
+            capture.sessionPreset = .hd1280x720
+            guard capture.canAddInput(input), capture.canAddOutput(output) else {
+                capture.commitConfiguration()
+                throw EdgeTAMError.inputMismatch(stage: "camera", input: "capture session",
+                                                 reason: "the camera cannot be added now (in use by another app?)")
+            }
+            capture.addInput(input)
+            capture.addOutput(output)
+            output.connection(with: .video)?.videoRotationAngle = 90
+            capture.commitConfiguration()
+        }
         queue.async { [capture] in capture.startRunning() }
     }
 

@@ -8,7 +8,11 @@ enum ImageConversion {
     /// Draw a picture (any orientation) into 8-bit RGB, at most `maxSide` pixels on its long side.
     static func rgbImage(_ image: UIImage, maxSide: Int = 2048) throws -> RGBImage {
         let scale = min(1, CGFloat(maxSide) / max(image.size.width, image.size.height))
-        let width = Int(image.size.width * scale), height = Int(image.size.height * scale)
+        return try rgbImage(image, width: max(1, Int(image.size.width * scale)), height: max(1, Int(image.size.height * scale)))
+    }
+
+    /// Draw a picture (any orientation: `UIImage` applies its EXIF orientation) into exactly `width` x `height`.
+    static func rgbImage(_ image: UIImage, width: Int, height: Int) throws -> RGBImage {
         var rgba = [UInt8](repeating: 0, count: width * height * 4)
         rgba.withUnsafeMutableBytes { raw in
             let context = CGContext(data: raw.baseAddress, width: width, height: height, bitsPerComponent: 8,

@@ -13,6 +13,8 @@ struct PhotoView: View {
     @State private var objects: [ObjectPrompt] = [ObjectPrompt()]
     @State private var current = 0
     @State private var negative = false
+    /// When the finger went down, to tell a tap (positive click) from a long press (negative click).
+    @State private var pressStarted: Date?
     @State private var overlay: CGImage?
     @State private var timing = ""
 
@@ -24,10 +26,15 @@ struct PhotoView: View {
                         let fit = AspectFit(imageWidth: picture.width, imageHeight: picture.height, in: geometry.size)
                         Image(decorative: overlay, scale: 1).resizable().aspectRatio(contentMode: .fit)
                             .frame(width: geometry.size.width, height: geometry.size.height)
-                            .gesture(SpatialTapGesture().onEnded { add(click: fit.pixel($0.location), positive: !negative) })
-                            .simultaneousGesture(LongPressGesture(minimumDuration: 0.5).sequenced(before: SpatialTapGesture())
+                            // One gesture for clicks: released within 0.5 s a click of the toggle's kind, held longer a
+                            // negative click, where the finger lifts; moving 12 points or more is the box gesture below.
+                            .gesture(DragGesture(minimumDistance: 0)
+                                .onChanged { value in if pressStarted == nil { pressStarted = value.time } }
                                 .onEnded { value in
-                                    if case let .second(_, tap?) = value { add(click: fit.pixel(tap.location), positive: false) }
+                                    let held = value.time.timeIntervalSince(pressStarted ?? value.time)
+                                    pressStarted = nil
+                                    guard hypot(value.translation.width, value.translation.height) < 12 else { return }
+                                    add(click: fit.pixel(value.location), positive: !negative && held < 0.5)
                                 })
                             .simultaneousGesture(DragGesture(minimumDistance: 12).onEnded { value in
                                 let a = fit.pixel(value.startLocation), b = fit.pixel(value.location)

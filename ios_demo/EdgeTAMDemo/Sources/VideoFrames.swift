@@ -35,7 +35,8 @@ final class VideoFileFrames: FrameSource, @unchecked Sendable {
     func frame(_ index: Int) async throws -> RGBImage {
         let time = CMTime(seconds: Double(index) / framesPerSecond, preferredTimescale: 600)
         let (image, _) = try await generator.image(at: time)
-        return try ImageConversion.rgbImage(UIImage(cgImage: image), maxSide: max(width, height))
+        // Drawn into exactly width x height: the generator's picture may be a pixel off the truncated size.
+        return try ImageConversion.rgbImage(UIImage(cgImage: image), width: width, height: height)
     }
 }
 
@@ -53,7 +54,7 @@ struct Movie: Transferable {
 
 /// Writes frames with their mask overlays to an H.264 .mp4.
 enum MaskedVideoWriter {
-    static func write(frames: VideoFileFrames, results: [Int: FrameResult], colorIndex: [Int: Int], to url: URL) async throws {
+    static func write(frames: VideoFileFrames, results: [Int: FrameResult], to url: URL) async throws {
         try? FileManager.default.removeItem(at: url)
         let writer = try AVAssetWriter(outputURL: url, fileType: .mp4)
         let input = AVAssetWriterInput(mediaType: .video, outputSettings: [
@@ -71,7 +72,7 @@ enum MaskedVideoWriter {
             var masks: [[UInt8]] = [], colors: [Int] = []
             if let result = results[index] {
                 for (object, id) in result.objectIds.enumerated() {
-                    masks.append(result.mask(object: object)); colors.append(colorIndex[id] ?? id)
+                    masks.append(result.mask(object: object)); colors.append(MaskOverlay.colorIndex(objectId: id))
                 }
             }
             let rgba = MaskOverlay.rgba(picture: picture, masks: masks, colorIndices: colors)

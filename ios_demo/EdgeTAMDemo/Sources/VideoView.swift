@@ -17,6 +17,7 @@ struct VideoView: View {
     @State private var objectId = 1
     @State private var fps = ""
     @State private var tracking: Task<Void, Never>?
+    @State private var trackingRun: UUID?
     @State private var exported: URL?
 
     var body: some View {
@@ -65,7 +66,9 @@ struct VideoView: View {
         guard let frames, let picture = try? await frames.frame(index) else { return }
         var masks: [[UInt8]] = [], colors: [Int] = []
         if let result = results[index] {
-            for (object, id) in result.objectIds.enumerated() { masks.append(result.mask(object: object)); colors.append(id - 1) }
+            for (object, id) in result.objectIds.enumerated() {
+                masks.append(result.mask(object: object)); colors.append(MaskOverlay.colorIndex(objectId: id))
+            }
         }
         shownPicture = picture
         shown = ImageConversion.overlay(picture, masks: masks, colorIndices: colors)
@@ -85,11 +88,29 @@ struct VideoView: View {
 
     private func startTracking() {
         guard let session, let frames else { return }
-        let start = frameIndex + 1
+        let start = frameIndex + 1, count = frames.count - start
+        let run = UUID()
+        trackingRun = run
         tracking = Task {
             var stamps: [Date] = []
-            do {
-                try await session.propagate(from: start, maxFrames: frames.count - start) { result in
+            // The session (an actor) calls its body on its own executor: results come to the view's state through a
+            // stream, in order, on the main actor. Cancelling this task cancels the propagation (a child task).
+            let (stream, continuation) = AsyncStream.makeStream(of: FrameResult.self)
+            let failure = await withTaskGroup(of: String?.self) { group -> String? in
+                group.addTask {
+                    defer { continuation.finish() }
+                    do {
+                        try await session.propagate(from: start, maxFrames: count) { result in
+                            try Task.checkCancellation()
+                            continuation.yield(result)
+                        }
+                    } catch is CancellationError {
+                    } catch {
+                        return "\(error)"
+                    }
+                    return nil
+                }
+                for await result in stream {
                     results[result.frameIndex] = result
                     frameIndex = result.frameIndex
                     stamps.append(Date())
@@ -97,14 +118,12 @@ struct VideoView: View {
                     if stamps.count > 1 {
                         fps = String(format: "%.1f FPS", Double(stamps.count - 1) / stamps.last!.timeIntervalSince(stamps.first!))
                     }
-                    try Task.checkCancellation()
                 }
-            } catch is CancellationError {
-            } catch {
-                model.problem = "\(error)"
+                return await group.next() ?? nil
             }
+            if let failure { model.problem = failure }
             await show(frameIndex)
-            tracking = nil
+            if trackingRun == run { tracking = nil }  // a newer run keeps its own handle
         }
     }
 
@@ -117,7 +136,7 @@ struct VideoView: View {
         guard let frames else { return }
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("edgetam-masked.mp4")
         do {
-            try await MaskedVideoWriter.write(frames: frames, results: results, colorIndex: [:], to: url)
+            try await MaskedVideoWriter.write(frames: frames, results: results, to: url)
             exported = url
         } catch {
             model.problem = "\(error)"

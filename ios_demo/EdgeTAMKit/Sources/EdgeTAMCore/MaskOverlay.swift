@@ -9,6 +9,9 @@ public enum MaskOverlay {
 
     /// `picture` with each mask (width x height bytes, 1 inside) blended in its object's colour at `alpha`; a
     /// pixel inside several masks takes the last object's colour. Returns width x height x 4 bytes, alpha 255.
+    /// The palette entry of a tracked object (ids start at 1): the same colour on screen and in an exported video.
+    public static func colorIndex(objectId: Int) -> Int { max(objectId - 1, 0) }
+
     public static func rgba(picture: RGBImage, masks: [[UInt8]], colorIndices: [Int]? = nil, alpha: Float = 0.5) -> [UInt8] {
         let plane = picture.width * picture.height
         var out = [UInt8](repeating: 255, count: plane * 4)
