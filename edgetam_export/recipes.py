@@ -64,6 +64,9 @@ class TrackingGate:
     objects: int = 2
 
 
+#: Frames of the bedroom clip, the most a tracking gate can play.
+MAX_GATE_FRAMES = 200
+
 #: Reduced-precision schemes a recipe can ask for, per stage (`[quantization]`); each backend takes some.
 QUANTIZATION_SCHEMES = {
     "int8-static": "int8 weights (per channel) and int8 activations calibrated on sample pictures",
@@ -99,6 +102,16 @@ class Recipe:
             if problem:
                 raise EdgeTamExportError(problem)
         return dataclasses.replace(self, shapes=dataclasses.replace(self.shapes, **changes))
+
+    def with_gate_frames(self, frames: int | None) -> Recipe:
+        """A copy whose tracking gate plays `frames` frames of the clip (None: the recipe's own)."""
+        if frames is None:
+            return self
+        if self.tracking_gate is None:
+            raise EdgeTamExportError(f"--gate-frames applies to recipes with a tracking gate; '{self.name}' has none")
+        if not 2 <= frames <= MAX_GATE_FRAMES:
+            raise EdgeTamExportError(f"--gate-frames must be from 2 to {MAX_GATE_FRAMES} (the clip's frames), got {frames}")
+        return dataclasses.replace(self, tracking_gate=dataclasses.replace(self.tracking_gate, frames=frames))
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

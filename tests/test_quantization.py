@@ -58,6 +58,24 @@ def test_shipped_reduced_precision_recipes_are_consistent():
         assert recipe_from_dict(recipe.to_json(), "round trip") == recipe
 
 
+def test_gate_frames_shorten_the_tracking_gate_and_travel_with_the_recipe():
+    recipe = load_recipe("onnx-int8").with_gate_frames(30)
+    assert recipe.tracking_gate.frames == 30 and recipe.tracking_gate.objects == 2
+    assert recipe_from_dict(recipe.to_json(), "manifest").tracking_gate.frames == 30  # what the manifest records
+    assert load_recipe("onnx-int8").with_gate_frames(None) == load_recipe("onnx-int8")
+
+
+def test_the_reference_side_of_the_tracking_gate_is_played_once_per_weights(onnx_int8, tiny_reference, data_dir,
+                                                                              monkeypatch):
+    """The export played the gate (and again after any fallback); checking it once more reuses transformers' side."""
+    from edgetam_export.verification import gates
+
+    monkeypatch.setattr(gates, "run_reference", lambda *args: pytest.fail("transformers' session played again"))
+    again = gates.check_tracking(tiny_reference, onnx_int8.path, data_dir, onnx_int8.manifest.recipe.tracking_gate)
+    assert again["frames"] == TEST_GATE_FRAMES
+    assert again["mean_iou"] == onnx_int8.manifest.parity["tracking"]["mean_iou"]
+
+
 def test_wrong_quantization_is_refused_before_any_work(tiny_reference, tmp_path):
     with pytest.raises(EdgeTamExportError, match="scheme 'int4' for image_encoder is unknown"):
         recipe_from_dict({"name": "x", "description": "d", "backend": "onnx", "quantization": {"image_encoder": "int4"}}, "t")

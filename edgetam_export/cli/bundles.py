@@ -52,6 +52,9 @@ def export(
         Optional[int], typer.Option("--pointer-slots", help="Override the recipe (default: the model's 16 pointers).")
     ] = None,
     data: DataOption = None,
+    gate_frames: Annotated[Optional[int], typer.Option(
+        "--gate-frames", help="Frames of the recipe's tracking gate (default: the recipe's; recorded in the manifest)."
+    )] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace --out if it holds a bundle (never any other folder).")
     ] = False,
@@ -62,7 +65,7 @@ def export(
 
     chosen = load_recipe(recipe).with_shapes(
         max_objects=max_objects, point_slots=point_slots, memory_slots=memory_slots, pointer_slots=pointer_slots
-    )
+    ).with_gate_frames(gate_frames)
     check_target(out, BUNDLE, force)  # an --out that must not be replaced fails before any work
     data = data_folder(data)
     require_export_extra("export")

@@ -226,11 +226,13 @@ class TrackingParity:
 
 def compare_tracking(
     reference: Reference, tracker: EdgeTamTracker, frames: list[Image.Image], script: list[Step],
-    counter: Progress | None = None,
+    counter: Progress | None = None, expected: list | None = None,
 ) -> TrackingParity:
     """Play the script on both sides; the frame indices and objects of every result must be the same.
-    `counter` counts the frame results of both sides as they come (a 200-frame gate takes minutes)."""
-    expected = run_reference(reference, frames, script, counter)
+    `counter` counts the frame results of both sides as they come (a 200-frame gate takes minutes); `expected`, the
+    reference side of the same session when it was played already (`run_reference`)."""
+    if expected is None:
+        expected = run_reference(reference, frames, script, counter)
     got = run_bundle(tracker, frames, script, counter)
     if [e.frame for e in expected] != [g.frame for g in got]:
         raise AssertionError(
