@@ -70,11 +70,14 @@ def segment(
 ) -> None:
     """Segment one image with clicks and boxes, or everything with --auto; write masks and an overlay."""
     from edgetam_export.runtime.automatic import MaskGenerationSettings
-    from edgetam_export.runtime.segment import BoxPrompt, PointPrompt, segment_image
+    from edgetam_export.runtime.processing import group_prompts
+    from edgetam_export.runtime.segment import segment_image
 
-    points = [PointPrompt(obj or 0, n[0], n[1], label) for _, obj, n, label in parse_prompts(point or [], "--point", False)]
-    boxes = [BoxPrompt(index if obj is None else obj, *n)
-             for index, (_, obj, n, _) in enumerate(parse_prompts(box or [], "--box", False))]
+    prompts = group_prompts(  # a click without OBJ is object 0's, the n-th box without OBJ is object n
+        [(obj or 0, n[0], n[1], label) for _, obj, n, label in parse_prompts(point or [], "--point", False)],
+        [(index if obj is None else obj, n) for index, (_, obj, n, _) in enumerate(parse_prompts(box or [], "--box", False))],
+        lambda obj: f"object {obj}",
+    )
     automatic = None
     if auto:
         automatic = MaskGenerationSettings(
@@ -82,9 +85,7 @@ def segment(
             stability_score_thresh=stability_thresh, crops_n_layers=crop_layers,
         )
 
-    result = segment_image(
-        bundle, image, out, points, boxes, None if single_mask is None else not single_mask, automatic, say
-    )
+    result = segment_image(bundle, image, out, prompts, None if single_mask is None else not single_mask, automatic, say)
     typer.echo(f"{result['objects']} objects, {len(result['masks'])} masks in {result['seconds']} s -> {out}")
     if auto and not result["objects"]:
         typer.echo("hint: no mask passed the filters; lower --pred-iou-thresh and --stability-thresh "
@@ -112,17 +113,26 @@ def track(
     fps: Annotated[float, typer.Option("--fps", help="Frame rate of overlay.mp4.")] = 24.0,
 ) -> None:
     """Track objects through a video from clicks, boxes or masks; write per-frame masks and an overlay video."""
-    from edgetam_export.runtime.track import VideoPrompt, track_video
+    from edgetam_export.runtime.processing import group_prompts
+    from edgetam_export.runtime.track import track_video
 
-    prompts = [VideoPrompt(frame, obj, point=(n[0], n[1]), label=label)
-               for frame, obj, n, label in parse_prompts(point or [], "--point", True)]
-    prompts += [VideoPrompt(frame, obj, box=tuple(n)) for frame, obj, n, _ in parse_prompts(box or [], "--box", True)]
+    def name(key: tuple[int, int]) -> str:
+        return f"object {key[1]} on frame {key[0]}"
 
+    prompts: dict = group_prompts(
+        [((frame, obj), n[0], n[1], label) for frame, obj, n, label in parse_prompts(point or [], "--point", True)],
+        [((frame, obj), n) for frame, obj, n, _ in parse_prompts(box or [], "--box", True)], name,
+    )
     for text in mask or []:
         frame, obj, path = (text.split(":", 2) + ["", ""])[:3]
         if not (frame.isdigit() and obj.isdigit() and path):
             raise EdgeTamExportError(f"--mask '{text}' is not FRAME:OBJ:PNG")
-        prompts.append(VideoPrompt(int(frame), int(obj), mask=Path(path)))
+        key = (int(frame), int(obj))
+        if isinstance(prompts.get(key), Path):
+            raise EdgeTamExportError(f"{name(key)} has several masks; give one")
+        if key in prompts:
+            raise EdgeTamExportError(f"{name(key)} has a mask and other prompts there; a mask prompt stands alone")
+        prompts[key] = Path(path)
 
     summary = track_video(bundle, video, out, prompts, reverse, fps, say)
     typer.echo(

@@ -8,7 +8,7 @@ normalizes with ImageNet statistics. Post-processing upsamples mask logits bilin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -292,6 +292,25 @@ class ObjectPrompt:
         real = (labels_all != NOT_A_POINT_LABEL) & (labels_all != PADDING_POINT_LABEL)
         coords_all = np.where(real[:, None], coords_all * scale, coords_all)
         return coords_all.astype(np.float32), labels_all
+
+
+def group_prompts(
+    clicks: Sequence[tuple[Hashable, float, float, int]], boxes: Sequence[tuple[Hashable, Sequence[float]]],
+    name: Callable[[Hashable], str],
+) -> dict[Hashable, ObjectPrompt]:
+    """Clicks (key, x, y, label) and boxes (key, x0..y1) as one `ObjectPrompt` per key (an object, or an object on a
+    frame), in first-seen order; `name(key)` names the object in the one-line error for two boxes of one key."""
+    points: dict[Hashable, list] = {}
+    box_of: dict[Hashable, Sequence[float]] = {}
+    for key, x, y, label in clicks:
+        points.setdefault(key, []).append((x, y, label))
+    for key, box in boxes:
+        if key in box_of:
+            raise EdgeTamExportError(f"{name(key)} has several boxes; give each box its own object")
+        box_of[key] = box
+    return {key: ObjectPrompt.of([(x, y) for x, y, _ in points.get(key, [])], [label for *_, label in points.get(key, [])],
+                                 box_of.get(key))
+            for key in dict.fromkeys([*points, *box_of])}
 
 
 def pack_slots(

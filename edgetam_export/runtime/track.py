@@ -10,7 +10,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +24,6 @@ from edgetam_export.safe_output import TRACKING, check_target, staged_output, wr
 
 #: Highest overlay frame rate accepted (anything above is a typo).
 MAX_FPS = 1000.0
-
-
-@dataclass(frozen=True)
-class VideoPrompt:
-    """A click (label 1 / 0), a box (video pixels) or a mask picture for one object on one frame."""
-
-    frame: int
-    obj_id: int
-    point: tuple[float, float] | None = None
-    label: int = 1
-    box: tuple[float, float, float, float] | None = None
-    mask: Path | None = None
 
 
 def write_overlay_video(
@@ -67,13 +54,16 @@ def track_video(
     bundle: str | Path,
     video: str | Path,
     out: str | Path,
-    prompts: list[VideoPrompt],
+    prompts: dict[tuple[int, int], ObjectPrompt | Path],
     reverse: bool = False,
     fps: float = 24.0,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Track the prompted objects from their first prompted frame to the end (and back to frame 0
-    with `reverse`); write masks, overlay.mp4 and summary.json; return the summary."""
+    with `reverse`); write masks, overlay.mp4 and summary.json; return the summary.
+
+    `prompts` maps (frame, object id) to that object's clicks and box in video pixels, or to a mask picture of the
+    video's size (nonzero pixels are the object)."""
     if not prompts:
         raise EdgeTamExportError(
             "no prompt given: pass --point FRAME:OBJ:X,Y, --box FRAME:OBJ:X0,Y0,X1,Y1 or --mask FRAME:OBJ:PNG"
@@ -84,33 +74,21 @@ def track_video(
     check_target(out, TRACKING)
     tracker = EdgeTamTracker.from_bundle(bundle)
     session = tracker.init_session(VideoFrames(video))
-    for prompt in prompts:
-        if not 0 <= prompt.frame < session.num_frames:
-            raise EdgeTamExportError(
-                f"a prompt is on frame {prompt.frame}, but the video has frames 0 to {session.num_frames - 1}"
-            )
-    by_frame: dict[int, dict[int, list[VideoPrompt]]] = {}
-    for prompt in prompts:
-        by_frame.setdefault(prompt.frame, {}).setdefault(prompt.obj_id, []).append(prompt)
     width, height = session.frames.width, session.frames.height
-    for frame, objects in by_frame.items():  # every prompt is checked before any frame is tracked
-        for obj, items in objects.items():
-            boxes = sum(p.box is not None for p in items)
-            masks = sum(p.mask is not None for p in items)
-            if boxes > 1 or masks > 1:
-                raise EdgeTamExportError(f"object {obj} has several boxes or masks on frame {frame}; give one")
-            if masks and len(items) > 1:
-                raise EdgeTamExportError(
-                    f"object {obj} has a mask and clicks or a box on frame {frame}; a mask prompt stands alone"
-                )
-            if not masks:  # the tracker's own validation, before any frame is tracked
-                clicks = [p for p in items if p.point is not None]
-                ObjectPrompt.of([p.point for p in clicks], [p.label for p in clicks],
-                                next((p.box for p in items if p.box is not None), None)).validate(width, height, "frame")
-    masks_given = {prompt.mask: load_mask(prompt.mask) for prompt in prompts if prompt.mask is not None}
-    for path, mask in masks_given.items():
-        if mask.shape == (height, width) and not mask.any():  # a mask of another size is refused by add_mask
-            raise EdgeTamExportError(f"mask '{path}' has no nonzero pixel; paint the object (nonzero) or drop --mask")
+    by_frame: dict[int, dict[int, ObjectPrompt | np.ndarray]] = {}
+    for (frame, obj), prompt in sorted(prompts.items(), key=lambda item: item[0]):  # all checked before any tracking
+        if not 0 <= frame < session.num_frames:
+            raise EdgeTamExportError(
+                f"a prompt is on frame {frame}, but the video has frames 0 to {session.num_frames - 1}"
+            )
+        if isinstance(prompt, ObjectPrompt):
+            prompt.validate(width, height, "frame")  # the tracker's own check, before any frame is tracked
+        else:
+            drawn = load_mask(Path(prompt))
+            if drawn.shape == (height, width) and not drawn.any():  # a mask of another size is refused by add_mask
+                raise EdgeTamExportError(f"mask '{prompt}' has no nonzero pixel; paint the object (nonzero) or drop --mask")
+            prompt = drawn
+        by_frame.setdefault(frame, {})[obj] = prompt
     prompted = sorted(by_frame)
     total = session.num_frames - prompted[0] + (prompted[0] if reverse else 0)
     counter = Progress("track: frame", total, progress)
@@ -127,16 +105,11 @@ def track_video(
             counter.advance(note=f"frame {result.frame_idx}, {counter.rate:.2f} frames/s")
 
         for index, frame in enumerate(prompted):
-            for obj, items in by_frame[frame].items():
-                boxes = [p.box for p in items if p.box is not None]
-                clicks = [p for p in items if p.point is not None]
-                if items[0].mask is not None:
-                    session.add_mask(frame, obj, masks_given[items[0].mask])
+            for obj, prompt in by_frame[frame].items():
+                if isinstance(prompt, ObjectPrompt):
+                    session.add_object_prompt(frame, obj, prompt)
                 else:
-                    session.add_prompt(
-                        frame, obj, [p.point for p in clicks] or None, [p.label for p in clicks] or None,
-                        boxes[0] if boxes else None,
-                    )
+                    session.add_mask(frame, obj, prompt)
                 result = session.run_frame(frame)
             emit(result)
             stop = prompted[index + 1] - 1 if index + 1 < len(prompted) else session.num_frames - 1

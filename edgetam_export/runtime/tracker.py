@@ -110,13 +110,19 @@ class TrackingSession:
         As in transformers, new prompts replace the object's earlier prompts on that frame, and
         only the objects prompted by the latest call count as newly prompted.
         """
-        self._check_prompt_target(frame_idx, obj_id)
         if points is None and box is None:
             raise EdgeTamExportError(f"object {obj_id}: give points or a box")
         try:
             prompt = ObjectPrompt.of(points, labels, box)
         except EdgeTamExportError as exc:
             raise EdgeTamExportError(f"object {obj_id}: {exc}") from None
+        self.add_object_prompt(frame_idx, obj_id, prompt)
+
+    def add_object_prompt(self, frame_idx: int, obj_id: int, prompt: ObjectPrompt) -> None:
+        """`add_prompt` with the prompt already an `ObjectPrompt` (video pixels)."""
+        self._check_prompt_target(frame_idx, obj_id)
+        if not len(prompt.points) and prompt.box is None:
+            raise EdgeTamExportError(f"object {obj_id}: give points or a box")
         prompt.validate(self.frames.width, self.frames.height, "frame")
         self.objects.setdefault(obj_id, TrackedObject(obj_id)).prompts[frame_idx] = prompt
         self.objects_with_new_prompts = [obj_id]
