@@ -27,7 +27,9 @@ def test_copy_bundle_puts_a_verified_bundle_into_the_app(coreml_bundles, tmp_pat
     assert "checksums verified" in done.stdout
     copied = read_bundle(dest)
     assert copied.manifest == source.manifest and sha256_of(dest / "manifest.json") == sha256_of(source.path / "manifest.json")
-    assert sorted(p.name for p in dest.iterdir()) == sorted(["manifest.json", *(r.artifact for r in source.manifest.stages.values())])
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        ["manifest.json", "README.md", *(r.artifact for r in source.manifest.stages.values())])  # the model card too
+    assert (dest / "README.md").read_text() == (source.path / "README.md").read_text()
     # Copying again needs --force, which replaces the bundle (and only a bundle).
     assert_one_line_error(cli("copy-bundle", str(source.path), str(dest)), "--force")
     assert cli("copy-bundle", str(source.path), str(dest), "--force").returncode == 0

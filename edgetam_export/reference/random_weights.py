@@ -39,12 +39,9 @@ def init_random_weights(model: EdgeTamVideoModel, seed: int) -> None:
             module.running_mean.normal_(0.0, 0.1, generator=generator)
             module.running_var.uniform_(0.5, 1.5, generator=generator)
         for name, param in module.named_parameters(recurse=False):
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if _is_norm(module):  # ones and zeros after reset: scales near 1, shifts near 0
                 param.uniform_(0.5, 1.5, generator=generator) if name == "weight" else param.normal_(
                     0.0, 0.1, generator=generator)
-            elif _is_norm(module):  # LayerNorms: ones and zeros after reset; scales near 1, shifts near 0
-                param.uniform_(0.9, 1.1, generator=generator) if name == "weight" else param.normal_(
-                    0.0, 0.02, generator=generator)
             elif not hasattr(module, "reset_parameters"):
                 # Free parameters: learned tokens, layer scales, temporal encodings.
                 param.normal_(0.0, 0.5, generator=generator)
