@@ -155,12 +155,14 @@ def test_onnx_int8_bundle_quantizes_and_passes_every_gate(onnx_int8, onnx_int8_p
     tracking = parity["tracking"]
     assert tracking["frames"] == TEST_GATE_FRAMES and tracking["objects"] == 2 and tracking["passed"]
     assert tracking["mean_iou"] >= 0.95 and tracking["min_iou"] >= 0.85 and tracking["presence_agreement"] >= 0.99
-    # The tracking gate reports as it goes: every frame result of both sides (one per object on frame 0, then
-    # one per frame), once per gate run (twice when a stage fell back).
-    results = 2 * (2 + TEST_GATE_FRAMES)
-    finished = [line for line in onnx_int8_progress if line.startswith(f"gate: tracking result {results}/{results}, ")]
+    # The tracking gate reports as it goes: every frame result (one per object on frame 0, then one per frame) of
+    # both sides on the first run; after a fallback only the bundle's side, transformers' being reused.
+    per_side = 2 + TEST_GATE_FRAMES
+    first = [line for line in onnx_int8_progress if line.startswith(f"gate: tracking result {2 * per_side}/{2 * per_side}, ")]
+    again = [line for line in onnx_int8_progress if line.startswith(f"gate: tracking result {per_side}/{per_side}, ")]
     fallbacks = sum("quantization_fallback" in record.backend for record in manifest.stages.values())
-    assert len(finished) == 1 + fallbacks and finished[-1].endswith(f"bundle, frame {TEST_GATE_FRAMES - 1}")
+    assert len(first) == 1 and len(again) == fallbacks
+    assert (again or first)[-1].endswith(f"bundle, frame {TEST_GATE_FRAMES - 1}")
 
 
 def test_gates_are_printed_beside_the_stage_table():

@@ -46,7 +46,9 @@ SCRIPT = [
 
 @pytest.fixture(scope="module")
 def variant_reference():
-    return random_reference(seed=0, size="tiny", **FLIPPED)
+    """Seed 2: with every tensor drawn on its own, seed 0's variant tracks masks of 94% of the frame through this
+    script (median; seed 1: 52%, seed 2: 22%), too full for mask agreement to mean much."""
+    return random_reference(seed=2, size="tiny", **FLIPPED)
 
 
 @pytest.fixture(scope="module")
