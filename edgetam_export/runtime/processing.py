@@ -244,7 +244,7 @@ def check_labels(labels: np.ndarray | list, allowed: tuple[int, ...] = (POSITIVE
 @dataclass
 class ObjectPrompt:
     """One object's clicks and box on one picture or video frame, in its original pixels: the one prompt type of the
-    runtime (predictor, tracker, `segment`, `track`, the tracking scripts), validated and packed in one place."""
+    runtime (predictor, tracker, `segment`, `track`), validated and packed in one place."""
 
     points: np.ndarray  # (k, 2) float, may be empty
     labels: np.ndarray  # (k,) int; PADDING_POINT_LABEL marks transformers-style padding points

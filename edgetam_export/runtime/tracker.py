@@ -110,8 +110,6 @@ class TrackingSession:
         As in transformers, new prompts replace the object's earlier prompts on that frame, and
         only the objects prompted by the latest call count as newly prompted.
         """
-        if points is None and box is None:
-            raise EdgeTamExportError(f"object {obj_id}: give points or a box")
         try:
             prompt = ObjectPrompt.of(points, labels, box)
         except EdgeTamExportError as exc:
