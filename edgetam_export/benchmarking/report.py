@@ -350,6 +350,18 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
                 lines.append(f"| {run['device']['model']} ({run['device']['os']}) | {run['runtime']['name']} "
                              f"{run['runtime'].get('compute_units', '')} | {row['stage']} | {row['objects']} | "
                              f"{row['p50_ms']:.1f} |")
+        video = [(run, row) for run in results["device_runs"] for row in run.get("video", [])]
+        if video:
+            lines += ["", "| device | runtime | objects | frames/s | ms a frame in the runners | host ms a frame (share) |",
+                      "| --- | --- | ---: | ---: | ---: | ---: |"]
+            for run, row in video:
+                frame_ms = 1000 / row["fps"]
+                host = row.get("host_ms_per_frame")
+                lines.append(
+                    f"| {run['device']['model']} ({run['device']['os']}) | {run['runtime']['name']} "
+                    f"{run['runtime'].get('version', '')} | {row['objects']} | {row['fps']:.2f} | "
+                    + (f"{row['runner_ms_per_frame']:.1f} | {host:.1f} ({host / frame_ms:.1%}) |" if host is not None
+                       else "n/a | n/a |"))
     if notes:
         lines += ["", "## Notes", notes.strip()]
     write_text_atomic(report, "\n".join(lines) + "\n")

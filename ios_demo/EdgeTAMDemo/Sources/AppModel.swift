@@ -52,12 +52,12 @@ final class AppModel {
         }
     }
 
-    func predictor() throws -> Predictor {
+    func predictor() throws -> EdgeTAMPredictor {
         guard let bundle else { throw EdgeTAMError.bundleNotFound(path: "EdgeTAMBundle") }
         return try bundle.predictor(runners: runners)
     }
 
-    func tracker() throws -> VideoTracker {
+    func tracker() throws -> EdgeTAMTracker {
         guard let bundle else { throw EdgeTAMError.bundleNotFound(path: "EdgeTAMBundle") }
         return try bundle.tracker(runners: runners)
     }

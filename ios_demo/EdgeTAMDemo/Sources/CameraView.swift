@@ -46,7 +46,7 @@ final class CameraTracker: NSObject, AVCaptureVideoDataOutputSampleBufferDelegat
     var stats = ""
     var width = 1, height = 1
     var pendingClick: (x: Double, y: Double)?
-    var tracker: VideoTracker?
+    var tracker: EdgeTAMTracker?
 
     @ObservationIgnored private let capture = AVCaptureSession()
     @ObservationIgnored private let queue = DispatchQueue(label: "edgetam.camera")
@@ -105,7 +105,7 @@ final class CameraTracker: NSObject, AVCaptureVideoDataOutputSampleBufferDelegat
             if frames == nil || session == nil {
                 let live = LiveFrames(width: picture.width, height: picture.height, capacity: 4)
                 frames = live
-                session = try tracker.session(live, memoryWindow: 32)
+                session = try tracker.initSession(live, memoryWindow: 32)
                 width = picture.width; height = picture.height
             }
             guard let frames, let session else { return }

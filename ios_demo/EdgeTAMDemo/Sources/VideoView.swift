@@ -54,7 +54,7 @@ struct VideoView: View {
         do {
             let opened = try await VideoFileFrames(url: movie.url)
             frames = opened
-            session = try model.tracker().session(opened)
+            session = try model.tracker().initSession(opened)
             results = [:]; objectId = 1; frameIndex = 0; exported = nil
             await show(0)
         } catch {

@@ -64,28 +64,75 @@ public struct DeviceBenchmark: Sendable {
     }
 
     /// Frames per second tracking `objects` objects, each clicked on frame 0 at a point of a grid, over the
-    /// frames after the first `warmupFrames` tracked ones (the first frames hold fewer memories).
+    /// frames after the first `warmupFrames` tracked ones (the first frames hold fewer memories). Each timing also
+    /// splits the frame into time inside the runners and host time around them.
     public func timeVideo(frames: any FrameSource, settings: TrackingSettings, objects counts: [Int] = [1, 2, 4, 8],
                           warmupFrames: Int = 8) async throws -> [DeviceRun.VideoTiming] {
-        let tracker = try VideoTracker(shapes: shapes, settings: settings, runners: runners)
+        let times = StageTimes(clock: clock)
+        let tracker = try EdgeTAMTracker(shapes: shapes, settings: settings, runners: runners.mapValues { TimedStageRunner($0, times: times) })
         var timings: [DeviceRun.VideoTiming] = []
         for objects in counts {
-            let session = try tracker.session(frames)
+            let session = try tracker.initSession(frames)
             for id in 1 ... objects {
                 let x = Double(frames.width) * (Double((id - 1) % 4) + 0.5) / 4
                 let y = Double(frames.height) * (Double((id - 1) / 4) + 0.5) / 2
                 try await session.addPrompt(frame: 0, object: id, clicks: [Click(x: x, y: y)])
                 _ = try await session.runFrame(0)
             }
-            var stamps: [Double] = []
-            try await session.propagate(from: 1) { _ in stamps.append(clock()) }
-            guard stamps.count > warmupFrames + 1 else {
+            // stamps[0] before the first tracked frame, stamps[i] after the i-th: the frames after `warmupFrames` are timed.
+            var stamps = [clock()], inRunners = [times.total]
+            try await session.propagate(from: 1) { _ in
+                stamps.append(clock())
+                inRunners.append(times.total)
+            }
+            let tracked = stamps.count - 1
+            guard tracked > warmupFrames else {
                 throw EdgeTAMError.inputMismatch(stage: "video", input: "frames",
                                                  reason: "\(frames.count) frames are too few to time after \(warmupFrames) warm-up frames")
             }
-            let timed = stamps.count - 1 - warmupFrames
-            timings.append(.init(objects: objects, frames: timed, fps: Double(timed) / (stamps.last! - stamps[warmupFrames])))
+            let timed = tracked - warmupFrames
+            let seconds = stamps[tracked] - stamps[warmupFrames], runnerSeconds = inRunners[tracked] - inRunners[warmupFrames]
+            timings.append(.init(objects: objects, frames: timed, fps: Double(timed) / seconds,
+                                 runnerMsPerFrame: runnerSeconds * 1000 / Double(timed),
+                                 hostMsPerFrame: (seconds - runnerSeconds) * 1000 / Double(timed)))
         }
         return timings
+    }
+}
+
+/// Seconds spent inside stage runners, summed per stage over calls: how much of a frame is the model, and how much
+/// the host code around it (`stage_seconds` of a tracking summary, host overhead of a benchmark).
+public final class StageTimes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var seconds: [String: Double] = [:]
+    let clock: @Sendable () -> Double
+
+    public init(clock: @escaping @Sendable () -> Double = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }) {
+        self.clock = clock
+    }
+
+    public func add(_ stage: String, seconds elapsed: Double) { lock.withLock { seconds[stage, default: 0] += elapsed } }
+
+    public var byStage: [String: Double] { lock.withLock { seconds } }
+
+    public var total: Double { lock.withLock { seconds.values.reduce(0, +) } }
+}
+
+/// A runner that adds the time of each call to `times`, under its stage's name.
+public struct TimedStageRunner: StageRunner {
+    public let inner: any StageRunner
+    public let times: StageTimes
+
+    public init(_ inner: any StageRunner, times: StageTimes) {
+        self.inner = inner
+        self.times = times
+    }
+
+    public var spec: StageSpec { inner.spec }
+
+    public func run(_ inputs: [String: Tensor]) async throws -> [String: Tensor] {
+        let start = times.clock()
+        defer { times.add(spec.name, seconds: times.clock() - start) }
+        return try await inner.run(inputs)
     }
 }

@@ -85,7 +85,18 @@ public struct DeviceRun: Codable, Sendable {
         public var objects: Int
         public var frames: Int
         public var fps: Double
-        public init(objects: Int, frames: Int, fps: Double) { self.objects = objects; self.frames = frames; self.fps = fps }
+        /// Per timed frame: milliseconds inside the stage runners, and outside them (host code: pre- and
+        /// post-processing, the memory bank, copies at the runner's edge).
+        public var runnerMsPerFrame: Double?
+        public var hostMsPerFrame: Double?
+        enum CodingKeys: String, CodingKey {
+            case objects, frames, fps
+            case runnerMsPerFrame = "runner_ms_per_frame", hostMsPerFrame = "host_ms_per_frame"
+        }
+        public init(objects: Int, frames: Int, fps: Double, runnerMsPerFrame: Double? = nil, hostMsPerFrame: Double? = nil) {
+            self.objects = objects; self.frames = frames; self.fps = fps
+            self.runnerMsPerFrame = runnerMsPerFrame; self.hostMsPerFrame = hostMsPerFrame
+        }
     }
 
     public var schemaVersion = 1

@@ -93,14 +93,14 @@ public struct EdgeTAMBundle: Sendable {
 
 extension EdgeTAMBundle {
     /// The image predictor over this bundle's `image_encoder` and `prompt_decoder` runners (any engine).
-    public func predictor(runners: [String: any StageRunner]) throws -> Predictor {
+    public func predictor(runners: [String: any StageRunner]) throws -> EdgeTAMPredictor {
         guard let encoder = runners["image_encoder"] else { throw EdgeTAMError.unknownStage("image_encoder") }
         guard let decoder = runners["prompt_decoder"] else { throw EdgeTAMError.unknownStage("prompt_decoder") }
-        return Predictor(shapes: manifest.shapes, imageEncoder: encoder, promptDecoder: decoder)
+        return EdgeTAMPredictor(shapes: manifest.shapes, imageEncoder: encoder, promptDecoder: decoder)
     }
 
     /// The video tracker over this bundle's runners, with the manifest's tracking settings.
-    public func tracker(runners: [String: any StageRunner], maxTrackedObjects: Int = 64) throws -> VideoTracker {
-        try VideoTracker(shapes: manifest.shapes, settings: manifest.tracking, runners: runners, maxTrackedObjects: maxTrackedObjects)
+    public func tracker(runners: [String: any StageRunner], maxTrackedObjects: Int = 64) throws -> EdgeTAMTracker {
+        try EdgeTAMTracker(shapes: manifest.shapes, settings: manifest.tracking, runners: runners, maxTrackedObjects: maxTrackedObjects)
     }
 }

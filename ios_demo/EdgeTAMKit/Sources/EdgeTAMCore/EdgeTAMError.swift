@@ -55,7 +55,7 @@ public enum EdgeTAMError: Error, Equatable, CustomStringConvertible, Sendable {
         case let .promptOutsideImage(x, y, width, height):
             return "prompt (\(x), \(y)) lies outside the \(width)x\(height) image; give pixel coordinates inside it"
         case let .invalidBox(box):
-            return "box \(box) must be x0,y0,x1,y1 with x1 >= x0 and y1 >= y0"
+            return "box \(box) must be x0,y0,x1,y1 with x1 > x0 and y1 > y0 (a box has an area)"
         case let .invalidLabel(label):
             return "point labels must be 1 (positive) or 0 (negative), got \(label)"
         case let .unknownObject(id):

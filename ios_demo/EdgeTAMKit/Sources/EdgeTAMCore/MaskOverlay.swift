@@ -7,10 +7,11 @@ public enum MaskOverlay {
     public static let palette: [[UInt8]] = [[30, 144, 255], [255, 99, 71], [50, 205, 50], [255, 215, 0],
                                             [186, 85, 211], [0, 206, 209], [255, 140, 0], [199, 21, 133]]
 
-    /// `picture` with each mask (width x height bytes, 1 inside) blended in its object's colour at `alpha`; a
-    /// pixel inside several masks takes the last object's colour. Returns width x height x 4 bytes, alpha 255.
     /// The palette entry of a tracked object (ids start at 1): the same colour on screen and in an exported video.
     public static func colorIndex(objectId: Int) -> Int { max(objectId - 1, 0) }
+
+    /// `picture` with each mask (width x height bytes, 1 inside) blended in its object's colour at `alpha`; a
+    /// pixel inside several masks takes the last object's colour. Returns width x height x 4 bytes, alpha 255.
 
     public static func rgba(picture: RGBImage, masks: [[UInt8]], colorIndices: [Int]? = nil, alpha: Float = 0.5) -> [UInt8] {
         let plane = picture.width * picture.height

@@ -1,21 +1,29 @@
 import Foundation
 
-/// Mask PNGs without zlib (Foundation on Linux has none): 8-bit grayscale, the image data in stored
+/// PNGs without zlib (Foundation on Linux has none): 8-bit grey, RGB or RGBA, the image data in stored
 /// (uncompressed) deflate blocks, checked by CRC-32 per chunk and Adler-32 over the data, which every
 /// PNG reader decodes. Masks are written as the Python runtime writes them: 0 outside, 255 inside.
 public enum PNG {
     /// A PNG of an 8-bit grayscale image (`pixels`: `width * height` values, row after row).
     public static func grayscale(width: Int, height: Int, pixels: [UInt8]) -> Data {
-        precondition(width > 0 && height > 0 && pixels.count == width * height, "pixels do not fill \(width)x\(height)")
+        image(width: width, height: height, channels: 1, pixels: pixels)
+    }
+
+    /// A PNG of 8-bit samples: `channels` 1 (grey), 3 (RGB) or 4 (RGBA) per pixel, row after row.
+    public static func image(width: Int, height: Int, channels: Int, pixels: [UInt8]) -> Data {
+        let colorTypes = [1: UInt8(0), 3: 2, 4: 6]
+        precondition(colorTypes[channels] != nil, "a PNG has 1, 3 or 4 channels here, not \(channels)")
+        let row = width * channels
+        precondition(width > 0 && height > 0 && pixels.count == row * height, "pixels do not fill \(width)x\(height)x\(channels)")
         var raw = [UInt8]()
-        raw.reserveCapacity((width + 1) * height)
-        for row in 0 ..< height {
+        raw.reserveCapacity((row + 1) * height)
+        for line in 0 ..< height {
             raw.append(0)  // filter type None
-            raw.append(contentsOf: pixels[row * width ..< (row + 1) * width])
+            raw.append(contentsOf: pixels[line * row ..< (line + 1) * row])
         }
         var png = Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
         var header = bigEndian(UInt32(width)) + bigEndian(UInt32(height))
-        header += [8, 0, 0, 0, 0]  // bit depth 8, grayscale, deflate, adaptive filtering, no interlace
+        header += [8, colorTypes[channels]!, 0, 0, 0]  // bit depth 8, colour type, deflate, adaptive filtering, no interlace
         png.append(chunk("IHDR", header))
         png.append(chunk("IDAT", zlibStored(raw)))
         png.append(chunk("IEND", []))

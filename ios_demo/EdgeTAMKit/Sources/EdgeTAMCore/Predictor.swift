@@ -35,7 +35,7 @@ public struct Prediction: Sendable {
 ///
 /// The encoder runs once per picture (`setImage`); each prompt after that is one decoder call for up to
 /// `max_objects` objects (more objects are split over several calls).
-public struct Predictor: Sendable {
+public struct EdgeTAMPredictor: Sendable {
     public let shapes: StageShapes
     let encoder: any StageRunner
     let decoder: any StageRunner

@@ -51,7 +51,7 @@ public struct FrameResult: Sendable {
 /// follow transformers' `EdgeTamVideoModel`: prompts make a frame a conditioning frame of an object; other
 /// frames attend to the conditioning frames, the most recent tracked frames and up to 16 object pointers
 /// (`MemoryBank`); all objects needing work on a frame go through each stage together, chunked by `max_objects`.
-public struct VideoTracker: Sendable {
+public struct EdgeTAMTracker: Sendable {
     public static let trackingStages = ["image_encoder", "prompt_decoder", "memory_encoder", "memory_attention"]
     public static let maskPromptStage = "mask_prompt_encoder"
     /// transformers' placeholder logit for the masks of an object predicted absent.
@@ -72,7 +72,7 @@ public struct VideoTracker: Sendable {
 
     /// A session over `frames`. Tracked-frame memories farther than `memoryWindow` frames from the last processed
     /// frame and from every prompted frame of the object are dropped (nil keeps all).
-    public func session(_ frames: any FrameSource, memoryWindow: Int? = 32) throws -> TrackingSession {
+    public func initSession(_ frames: any FrameSource, memoryWindow: Int? = 32) throws -> TrackingSession {
         let shortest = max(shapes.temporalEncodings, settings.maxObjectPointers)
         if let memoryWindow, memoryWindow < shortest {
             throw EdgeTAMError.inputMismatch(stage: "memory_attention", input: "memory_window", reason: "must be at least \(shortest) frames")
@@ -112,14 +112,14 @@ public actor TrackingSession {
         let prompt: FramePrompt?
     }
 
-    let tracker: VideoTracker
+    let tracker: EdgeTAMTracker
     let frames: any FrameSource
     let memoryWindow: Int?
     private var objects: [TrackedObject] = []
     private var newlyPrompted: [Int] = []
     private var cachedFeatures: (frame: Int, features: ImageEncoderOutput)?
 
-    init(tracker: VideoTracker, frames: any FrameSource, memoryWindow: Int?) {
+    init(tracker: EdgeTAMTracker, frames: any FrameSource, memoryWindow: Int?) {
         self.tracker = tracker; self.frames = frames; self.memoryWindow = memoryWindow
     }
 
@@ -132,14 +132,18 @@ public actor TrackingSession {
     /// Object ids, in the order they were first prompted.
     public var objectIds: [Int] { objects.map(\.id) }
 
-    /// Clicks and/or a box for one object on one frame, in video pixels. As in transformers, they replace the
-    /// object's earlier prompts on that frame, and only the objects of the latest call count as newly prompted.
+    /// Clicks and/or a box for one object on one frame, in video pixels (`add_prompt` of the Python runtime).
     public func addPrompt(frame: Int, object id: Int, clicks: [Click] = [], box: Box? = nil) throws {
+        try addObjectPrompt(frame: frame, object: id, prompt: ObjectPrompt(clicks: clicks, box: box))
+    }
+
+    /// One object's prompt on one frame, in video pixels (`add_object_prompt`). As in transformers, it replaces the
+    /// object's earlier prompts on that frame, and only the objects of the latest call count as newly prompted.
+    public func addObjectPrompt(frame: Int, object id: Int, prompt: ObjectPrompt) throws {
         try checkTarget(frame: frame, object: id)
-        guard !clicks.isEmpty || box != nil else {
+        guard prompt.pointCount > 0 else {
             throw EdgeTAMError.inputMismatch(stage: "prompt_decoder", input: "point_coords", reason: "object \(id): give clicks or a box")
         }
-        let prompt = ObjectPrompt(clicks: clicks, box: box)
         try prompt.validate(width: frames.width, height: frames.height)
         object(id).prompts[frame] = .points(prompt)
         newlyPrompted = [id]
@@ -149,10 +153,10 @@ public actor TrackingSession {
     /// transformers, the mask itself becomes the frame's output and memory; the decoder supplies the pointer.
     public func addMask(frame: Int, object id: Int, mask: [UInt8]) throws {
         try checkTarget(frame: frame, object: id)
-        guard tracker.runners[VideoTracker.maskPromptStage] != nil else { throw EdgeTAMError.unknownStage(VideoTracker.maskPromptStage) }
+        guard tracker.runners[EdgeTAMTracker.maskPromptStage] != nil else { throw EdgeTAMError.unknownStage(EdgeTAMTracker.maskPromptStage) }
         let (width, height, size) = (frames.width, frames.height, tracker.shapes.imageSize)
         guard mask.count == width * height else {
-            throw EdgeTAMError.inputMismatch(stage: VideoTracker.maskPromptStage, input: "masks",
+            throw EdgeTAMError.inputMismatch(stage: EdgeTAMTracker.maskPromptStage, input: "masks",
                                              reason: "object \(id): \(mask.count) mask values for a \(width)x\(height) video")
         }
         var binary = mask.map { $0 != 0 ? Float(1) : 0 }
@@ -248,7 +252,7 @@ public actor TrackingSession {
     }
 
     private func compute(_ frameIndex: Int, _ work: [Work]) async throws -> [FrameMemory] {
-        let shapes = tracker.shapes, count = work.count, m = shapes.imageSize / 4, plane = m * m
+        let shapes = tracker.shapes, count = work.count, m = shapes.imageSize / 4
         let features = try await frameFeatures(frameIndex)
         let vision = features.visionFeatures
         let masked = work.indices.filter { if case .mask = work[$0].prompt { true } else { false } }
@@ -268,7 +272,7 @@ public actor TrackingSession {
         if !masked.isEmpty {
             drawn = masked.map { if case let .mask(values) = work[$0].prompt { values } else { [] } }
             let size = shapes.imageSize
-            let encoded = try MaskPromptEncoderOutput(try await tracker.runBatched(VideoTracker.maskPromptStage, [
+            let encoded = try MaskPromptEncoderOutput(try await tracker.runBatched(EdgeTAMTracker.maskPromptStage, [
                 "vision_features": vision, "masks": Tensor(shape: [masked.count, 1, size, size], floats: drawn.flatMap { $0 }),
             ]))
             prompted = encoded
@@ -289,7 +293,7 @@ public actor TrackingSession {
         ]))
         var (masks, pointers) = Self.selectForTracking(decoded, multimask: multimask)  // (N, m, m), (N, hidden)
         var scores = decoded.objectScoreLogits.floats
-        let absent = Tensor.filled([1, m, m], value: Double(VideoTracker.noObjectScore))
+        let absent = Tensor.filled([1, m, m], value: Double(EdgeTAMTracker.noObjectScore))
         for object in 0 ..< count where !(scores[object] > 0) { masks.setRow(object, from: absent) }
         var memoryFeatures = Tensor.filled([count, shapes.memoryTokens, shapes.memoryDim]), memoryPositions = memoryFeatures
         if !unmasked.isEmpty {
@@ -307,7 +311,7 @@ public actor TrackingSession {
         if let prompted {
             let size = shapes.imageSize, promptScores = prompted.objectScoreLogits.floats
             for (row, index) in masked.enumerated() {
-                let logits = drawn[row].map { $0 * VideoTracker.maskLogitScale + VideoTracker.maskLogitBias }
+                let logits = drawn[row].map { $0 * EdgeTAMTracker.maskLogitScale + EdgeTAMTracker.maskLogitBias }
                 masks.setRow(index, from: Tensor(shape: [1, m, m], floats: ImageProcessing.resizeAntialiased(
                     logits, inHeight: size, inWidth: size, height: m, width: m)))
                 scores[index] = promptScores[row]

@@ -38,9 +38,9 @@ public struct CoreMLBundle: Sendable {
     /// The runners as EdgeTAMKit's protocol type.
     public var stageRunners: [String: any StageRunner] { runners.mapValues { $0 as any StageRunner } }
 
-    public func predictor() throws -> Predictor { try bundle.predictor(runners: stageRunners) }
+    public func predictor() throws -> EdgeTAMPredictor { try bundle.predictor(runners: stageRunners) }
 
-    public func tracker(maxTrackedObjects: Int = 64) throws -> VideoTracker {
+    public func tracker(maxTrackedObjects: Int = 64) throws -> EdgeTAMTracker {
         try bundle.tracker(runners: stageRunners, maxTrackedObjects: maxTrackedObjects)
     }
 }

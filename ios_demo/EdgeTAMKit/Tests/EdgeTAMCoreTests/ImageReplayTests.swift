@@ -34,7 +34,7 @@ struct ImageReplayTests {
     }
 
     /// Play the recorded steps through `predictor`; `check` gets each step's prediction and the Python masks.
-    static func play(_ folder: URL, predictor: Predictor,
+    static func play(_ folder: URL, predictor: EdgeTAMPredictor,
                      check: (Int, Session.Step, Prediction, [UInt8]) throws -> Void) async throws -> Session {
         let session = try JSONDecoder().decode(Session.self, from: Data(contentsOf: folder.appendingPathComponent("session.json")))
         var embedding: ImageEmbedding?, shown: String?, results: [Prediction] = []
@@ -70,7 +70,7 @@ struct ImageReplayTests {
     func replaysThePythonImageSession() async throws {
         let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
         let replay = try ReplaySession.load(from: folder)
-        let predictor = Predictor(shapes: bundle.manifest.shapes,
+        let predictor = EdgeTAMPredictor(shapes: bundle.manifest.shapes,
                                   imageEncoder: ReplayStageRunner(spec: try bundle.spec("image_encoder"), session: replay),
                                   promptDecoder: ReplayStageRunner(spec: try bundle.spec("prompt_decoder"), session: replay))
         let session = try await Self.play(folder, predictor: predictor) { number, step, prediction, expectedMasks in
@@ -89,7 +89,7 @@ struct ImageReplayTests {
     @Test func badPromptsThrowBeforeAnyStageCall() async throws {
         let empty = ReplaySession(calls: [])
         let stages = TrackerBankTests.FrameIndexStages().runners()
-        let predictor = Predictor(shapes: TrackerBankTests.shapes,
+        let predictor = EdgeTAMPredictor(shapes: TrackerBankTests.shapes,
                                   imageEncoder: ReplayStageRunner(spec: stages["image_encoder"]!.spec, session: empty),
                                   promptDecoder: ReplayStageRunner(spec: stages["prompt_decoder"]!.spec, session: empty))
         let embedding = ImageEmbedding(features: [:], width: 10, height: 8)

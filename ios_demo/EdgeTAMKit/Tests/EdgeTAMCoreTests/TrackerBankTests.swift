@@ -94,7 +94,7 @@ import Testing
 
     @Test func forwardWindowHoldsThePromptThe6LatestFramesAnd16Pointers() async throws {
         let stages = FrameIndexStages()
-        let session = try VideoTracker(shapes: Self.shapes, settings: TrackingSettings(), runners: stages.runners()).session(try Self.video(100))
+        let session = try EdgeTAMTracker(shapes: Self.shapes, settings: TrackingSettings(), runners: stages.runners()).initSession(try Self.video(100))
         try await session.addPrompt(frame: 0, object: 7, clicks: [Click(x: 8, y: 8)])
         _ = try await session.runFrame(0)
         try await session.propagate(from: 1, maxFrames: 39)
@@ -110,7 +110,7 @@ import Testing
 
     @Test func reversePassAttendsToLaterFrames() async throws {
         let stages = FrameIndexStages()
-        let session = try VideoTracker(shapes: Self.shapes, settings: TrackingSettings(), runners: stages.runners()).session(try Self.video(60))
+        let session = try EdgeTAMTracker(shapes: Self.shapes, settings: TrackingSettings(), runners: stages.runners()).initSession(try Self.video(60))
         try await session.addPrompt(frame: 50, object: 1, clicks: [Click(x: 8, y: 8)])
         _ = try await session.runFrame(50)
         try await session.propagate(from: 49, maxFrames: 4, reverse: true)  // frames 49 ... 45
@@ -121,7 +121,7 @@ import Testing
 
     @Test func manyObjectsAreBatchedAndChunkedByMaxObjects() async throws {
         let stages = FrameIndexStages()
-        let session = try VideoTracker(shapes: Self.shapes, settings: TrackingSettings(), runners: stages.runners()).session(try Self.video(20))
+        let session = try EdgeTAMTracker(shapes: Self.shapes, settings: TrackingSettings(), runners: stages.runners()).initSession(try Self.video(20))
         for id in [3, 1, 2] {
             try await session.addPrompt(frame: 0, object: id, clicks: [Click(x: 4, y: Double(id))])
             _ = try await session.runFrame(0)

@@ -40,8 +40,8 @@ struct TrackingReplayTests {
             try RGBImage(width: session.width, height: session.height,
                          pixels: [UInt8](try Data(contentsOf: folder.appendingPathComponent("frames/\(index).rgb"))))
         })
-        let tracking = try VideoTracker(shapes: bundle.manifest.shapes, settings: bundle.manifest.tracking, runners: runners)
-            .session(frames)
+        let tracking = try EdgeTAMTracker(shapes: bundle.manifest.shapes, settings: bundle.manifest.tracking, runners: runners)
+            .initSession(frames)
         var results: [FrameResult] = []
         for step in session.steps {
             switch step.op {
@@ -69,7 +69,7 @@ struct TrackingReplayTests {
         let bundle = try EdgeTAMBundle.open(at: folder.deletingLastPathComponent().appendingPathComponent("onnx/bundle"))
         let replay = try ReplaySession.load(from: folder)
         var runners: [String: any StageRunner] = [:]
-        for stage in VideoTracker.trackingStages + [VideoTracker.maskPromptStage] {
+        for stage in EdgeTAMTracker.trackingStages + [EdgeTAMTracker.maskPromptStage] {
             runners[stage] = ReplayStageRunner(spec: try bundle.spec(stage), session: replay)
         }
         let (session, results) = try await Self.play(folder, bundle: bundle, runners: runners)
@@ -109,9 +109,9 @@ struct TrackingReplayTests {
         let empty = ReplaySession(calls: [])  // any stage call would throw "call 1 of a recording of 0 calls"
         let stages = TrackerBankTests.FrameIndexStages().runners()
         var runners: [String: any StageRunner] = [:]
-        for stage in VideoTracker.trackingStages { runners[stage] = ReplayStageRunner(spec: stages[stage]!.spec, session: empty) }
+        for stage in EdgeTAMTracker.trackingStages { runners[stage] = ReplayStageRunner(spec: stages[stage]!.spec, session: empty) }
         let frames = try FramesInMemory([try RGBImage(width: 8, height: 6, pixels: [UInt8](repeating: 9, count: 8 * 6 * 3))])
-        let tracking = try VideoTracker(shapes: TrackerBankTests.shapes, settings: TrackingSettings(), runners: runners).session(frames)
+        let tracking = try EdgeTAMTracker(shapes: TrackerBankTests.shapes, settings: TrackingSettings(), runners: runners).initSession(frames)
         await #expect(throws: EdgeTAMError.promptOutsideImage(x: 9, y: 1, width: 8, height: 6)) {
             try await tracking.addPrompt(frame: 0, object: 1, clicks: [Click(x: 9, y: 1)])
         }
@@ -121,7 +121,7 @@ struct TrackingReplayTests {
         await #expect(throws: EdgeTAMError.invalidBox([5, 1, 2, 3])) {
             try await tracking.addPrompt(frame: 0, object: 1, box: Box(x0: 5, y0: 1, x1: 2, y1: 3))
         }
-        await #expect(throws: EdgeTAMError.unknownStage(VideoTracker.maskPromptStage)) {
+        await #expect(throws: EdgeTAMError.unknownStage(EdgeTAMTracker.maskPromptStage)) {
             try await tracking.addMask(frame: 0, object: 1, mask: [UInt8](repeating: 1, count: 48))
         }
         await #expect(throws: EdgeTAMError.notPrompted(object: nil)) { try await tracking.runFrame(0) }
