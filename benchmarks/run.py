@@ -8,12 +8,23 @@ report's export times are measured in the same run as its latencies.
     python benchmarks/run.py                      # full size, every recipe below
     python benchmarks/run.py --recipes onnx-fp32 onnx-int8
     python benchmarks/run.py --size tiny --name smoke --video-frames 5
+    python benchmarks/run.py --recipes executorch-xnnpack-fp32 --objects 1,4 --kit \
+        --name cpu-2core-xnnpack-kit --report REPORT-xnnpack-kit.md
+
+`--kit` also runs each ExecuTorch XNNPACK bundle through `edgetam-kit bench` (EdgeTAMKit's Swift code on
+ExecuTorch's C++ runtime, built by ios_demo/scripts/build-kit-cli.sh) with the same frames, runs, warm-up and
+threads, right after the Python runtimes, and merges its device run into the results: the Swift row beside the
+Python runtime on the same bundle, with the host time of each frame.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +49,11 @@ def main() -> None:
     parser.add_argument("--video-frames", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="threads of every runtime (default: one per core)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), help="recipes to export and benchmark")
+    parser.add_argument("--objects", default="1,2,4,8", help="object counts for video FPS")
+    parser.add_argument("--report", default="REPORT.md", help="Markdown report to write in benchmarks/")
+    parser.add_argument("--kit", action="store_true", help="also time ExecuTorch XNNPACK bundles with edgetam-kit")
     args = parser.parse_args()
+    object_counts = tuple(int(count) for count in args.objects.split(","))
 
     reference = random_reference(seed=0, size=args.size)
     data_dir = default_data_dir()
@@ -52,7 +67,12 @@ def main() -> None:
         read_bundle(out)
         paths.append(out)
     results = run_benchmarks(paths, data_dir=data_dir, runs=args.runs, video_frames=args.video_frames,
-                             threads=args.threads, progress=print)
+                             object_counts=object_counts, threads=args.threads, progress=print)
+    if args.kit:
+        kit = build_kit()
+        for path in paths:
+            if read_bundle(path).manifest.recipe.delegate == "xnnpack":
+                results["device_runs"].append(kit_run(kit, path, data_dir, results["settings"]))
     for entry in results["bundles"]:
         entry["export_wall_seconds_this_run"] = export_seconds[entry["runtime"]]
     validate(results, "results.schema.json")
@@ -60,8 +80,28 @@ def main() -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(results, indent=1) + "\n")
     notes = HERE / "NOTES.md"
-    write_report(results, HERE / "REPORT.md", notes.read_text() if notes.exists() else "")
-    print(f"wrote {target} and {HERE / 'REPORT.md'}")
+    write_report(results, HERE / args.report, notes.read_text() if notes.exists() else "")
+    print(f"wrote {target} and {HERE / args.report}")
+
+
+def build_kit() -> Path:
+    """The release edgetam-kit, built against this environment's executorch wheel."""
+    built = subprocess.run([str(HERE.parent / "ios_demo" / "scripts" / "build-kit-cli.sh"), "release"],
+                           capture_output=True, text=True, check=True, env={**os.environ, "PYTHON": sys.executable})
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+def kit_run(kit: Path, bundle: Path, data_dir: Path, settings: dict) -> dict:
+    """`edgetam-kit bench` on one bundle with the Python run's settings; its device run, validated."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run.json"
+        subprocess.run([str(kit), "bench", str(bundle), "--out", str(out), "--frames", str(settings["video_frames"]),
+                        "--objects", ",".join(map(str, settings["object_counts"])), "--runs", str(settings["runs"]),
+                        "--warmup", str(settings["warmup"]), "--threads", str(settings["threads"]),
+                        "--video", str(data_dir / "videos" / "bedroom")], check=True)
+        run = json.loads(out.read_text())
+    validate(run, "device_run.schema.json")
+    return run
 
 
 if __name__ == "__main__":

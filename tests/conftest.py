@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,16 @@ def coreml_bundles(tiny_reference, data_dir, tmp_path_factory, worker_id) -> dic
     """One tiny bundle per Core ML recipe, exported once (the Core ML tests and the Swift kit read them)."""
     return _exported_once(tmp_path_factory, worker_id, "coreml", ("coreml-fp16", "coreml-fp32", "executorch-coreml-fp16"),
                           tiny_reference, data_dir)
+
+
+@pytest.fixture(scope="session")
+def kit() -> Path:
+    """The release `edgetam-kit` (ios_demo/EdgeTAMKitCLI), built by ios_demo/scripts/build-kit-cli.sh against this
+    environment's executorch wheel. A missing toolchain or a failed build fails the tests that need it."""
+    assert shutil.which("swift"), "the Swift toolchain is missing: install Swift 6 (edgetam-kit is built on Linux too)"
+    built = subprocess.run([str(REPO / "ios_demo" / "scripts" / "build-kit-cli.sh"), "release"], capture_output=True,
+                           text=True, timeout=1800, env=os.environ | {"PYTHON": sys.executable})
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-5000:]
+    binary = Path(built.stdout.strip().splitlines()[-1])
+    assert binary.is_file() and os.access(binary, os.X_OK), built.stdout
+    return binary

@@ -21,6 +21,7 @@ from edgetam_export.reference import random_reference
 from edgetam_export.stages.registry import STAGES
 
 from tests.test_export import heavy_operators_on_portable_kernels
+from tests.test_kit_cli import segment_like_python
 
 pytestmark = pytest.mark.full
 
@@ -44,7 +45,7 @@ def full_reference():
 # executorch-coreml-fp16 shares coreml-fp16's Core ML conversion; its full size is measured by hand
 # (about 140 s) to keep CI within its time budget, and its tiny bundle is verified in test_coreml.
 @pytest.mark.parametrize("recipe_name", list(FULL_CASES))
-def test_full_size_export_passes_parity_and_gates(full_reference, recipe_name, tmp_path, data_dir):
+def test_full_size_export_passes_parity_and_gates(full_reference, recipe_name, tmp_path, data_dir, request):
     float_recipe, quantized = FULL_CASES[recipe_name]
     shipped = load_recipe(recipe_name)
     recipe = dataclasses.replace(
@@ -79,3 +80,6 @@ def test_full_size_export_passes_parity_and_gates(full_reference, recipe_name, t
     assert parity["summary"]["prompt_decoder"]["min_mask_iou"] >= recipe.parity.min_mask_iou
     if recipe.parity.min_example_iou is not None:
         assert len(parity["examples"]) == 5 and all(example["passed"] for example in parity["examples"])
+    if bundle.backend == "executorch":  # edgetam-kit's full-size case: the Swift code on ExecuTorch's C++ runtime
+        segment_like_python(request.getfixturevalue("kit"), bundle.path, data_dir / "images" / "truck.jpg",
+                            ["--point", "500,375"], tmp_path / "kit")

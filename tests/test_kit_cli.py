@@ -5,7 +5,6 @@ run as a user runs it. Its masks are compared with the Python runtime's on the s
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,24 +18,10 @@ import pytest
 from PIL import Image
 
 from edgetam_export.runtime.processing import ObjectPrompt
-from edgetam_export.runtime.segment import segment_image
 from edgetam_export.runtime.track import track_video
 from edgetam_export.runtime.tracker import EdgeTamTracker
 
 REPO = Path(__file__).resolve().parent.parent
-BUILD_SCRIPT = REPO / "ios_demo" / "scripts" / "build-kit-cli.sh"
-
-
-@pytest.fixture(scope="module")
-def kit() -> Path:
-    """The release `edgetam-kit`, built against this environment's executorch wheel (a build failure fails)."""
-    assert shutil.which("swift"), "the Swift toolchain is missing: install Swift 6 (edgetam-kit is built on Linux too)"
-    built = subprocess.run([str(BUILD_SCRIPT), "release"], capture_output=True, text=True, timeout=1800,
-                           env=os.environ | {"PYTHON": sys.executable})
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-5000:]
-    binary = Path(built.stdout.strip().splitlines()[-1])
-    assert binary.is_file() and os.access(binary, os.X_OK), built.stdout
-    return binary
 
 
 @pytest.fixture(scope="module")
@@ -72,22 +57,27 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     ["--box", "75,275,1725,850", "--box", "425,600,700,875", "--point", "1:500,700"],  # two boxed objects, a click
 ])
 def test_segment_matches_the_python_cli(kit, bundle, data_dir, tmp_path, prompts):
-    image = data_dir / "images" / "truck.jpg"
-    swift = run_kit(kit, "segment", image, "--bundle", bundle, *prompts, "--out", tmp_path / "swift")
+    segment_like_python(kit, bundle, data_dir / "images" / "truck.jpg", prompts, tmp_path)
+
+
+def segment_like_python(kit: Path, bundle: Path, image: Path, prompts: list[str], folder: Path) -> None:
+    """`edgetam-kit segment` and `edgetam-export segment` on the same bundle and prompts: the same result.json
+    records and masks (identical, or IoU >= 0.999 where a logit sits on the threshold)."""
+    swift = run_kit(kit, "segment", image, "--bundle", bundle, *prompts, "--out", folder / "swift")
     assert swift.returncode == 0 and not swift.stderr, swift.stderr
     python = subprocess.run([sys.executable, "-m", "edgetam_export", "segment", str(image), "--bundle", str(bundle),
-                             *prompts, "--out", str(tmp_path / "python")], capture_output=True, text=True, timeout=600)
+                             *prompts, "--out", str(folder / "python")], capture_output=True, text=True, timeout=900)
     assert python.returncode == 0, python.stderr
-    ours, theirs = (json.loads((tmp_path / side / "result.json").read_text()) for side in ("swift", "python"))
+    ours, theirs = (json.loads((folder / side / "result.json").read_text()) for side in ("swift", "python"))
     for key in ("mode", "objects", "size", "backend", "weights", "warning"):
-        assert ours[key] == theirs[key], key
+        assert ours.get(key) == theirs.get(key), key
     assert [(m["object"], m["rank"], m["file"]) for m in ours["masks"]] == [(m["object"], m["rank"], m["file"]) for m in theirs["masks"]]
     assert np.allclose([m["score"] for m in ours["masks"]], [m["score"] for m in theirs["masks"]], atol=1e-5)
-    swift_masks, python_masks = masks_of(tmp_path / "swift"), masks_of(tmp_path / "python")
+    swift_masks, python_masks = masks_of(folder / "swift"), masks_of(folder / "python")
     assert swift_masks.keys() == python_masks.keys()
-    for name, mask in swift_masks.items():  # identical, or a logit on the threshold flips a pixel or two
+    for name, mask in swift_masks.items():
         assert (mask == python_masks[name]).all() or iou(mask, python_masks[name]) >= 0.999, name
-    assert Image.open(tmp_path / "swift" / "overlay.png").size == Image.open(image).size
+    assert Image.open(folder / "swift" / "overlay.png").size == Image.open(image).size
 
 
 def test_tracking_matches_the_python_runtime_with_an_absent_object_and_a_mask(kit, bundle, video, tmp_path):

@@ -73,6 +73,26 @@ def _video_tables(results: dict) -> tuple[list[str], dict]:
     return lines, fps
 
 
+def _host_cells(row: dict) -> str:
+    """'runner ms | host ms (share)' of a device-run video row (n/a for runs that do not split the frame)."""
+    host = row.get("host_ms_per_frame")
+    if host is None:
+        return "n/a | n/a"
+    return f"{row['runner_ms_per_frame']:.1f} | {host:.1f} ({host * row['fps'] / 1000:.1%})"
+
+
+def _python_on_same_bundle(results: dict, run: dict, objects: int) -> str:
+    """The Python runtime's FPS and host share on the bundle a device run timed (matched by manifest checksum)."""
+    runtimes = [b["runtime"] for b in results["bundles"] if b["manifest_sha256"] == run["bundle"]["manifest_sha256"]]
+    rows = [r for r in results["video"] if r["runtime"] in runtimes and r["objects"] == objects]
+    if not rows:
+        return "-"
+    row = rows[0]
+    frame_ms = 1000 / row["fps"]
+    host = frame_ms - sum(row.get("stage_ms_per_frame", {}).values())
+    return f"{row['fps']:.2f} ({host / frame_ms:.1%})"
+
+
 def marginal_object_cost(by_count: dict[int, dict]) -> float | None:
     """Cost of each extra object over the per-object stage time of one object (1.0 = no sharing)."""
     if 1 not in by_count or len(by_count) < 2 or "stage_ms_per_frame" not in by_count[1]:
@@ -352,16 +372,16 @@ def write_report(results: dict, report: Path, notes: str = "") -> Path:
                              f"{row['p50_ms']:.1f} |")
         video = [(run, row) for run in results["device_runs"] for row in run.get("video", [])]
         if video:
-            lines += ["", "| device | runtime | objects | frames/s | ms a frame in the runners | host ms a frame (share) |",
-                      "| --- | --- | ---: | ---: | ---: | ---: |"]
+            lines += ["", "Video on the device runs: each frame split into time inside the stage runners and host time around "
+                      "them, beside the Python runtime on the same bundle (same frames, warm-up and threads) where this "
+                      "results file has it.", "",
+                      "| device | runtime | objects | frames/s | ms a frame in the runners | host ms a frame (share) "
+                      "| Python runtime, same bundle: frames/s (host share) |",
+                      "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
             for run, row in video:
-                frame_ms = 1000 / row["fps"]
-                host = row.get("host_ms_per_frame")
-                lines.append(
-                    f"| {run['device']['model']} ({run['device']['os']}) | {run['runtime']['name']} "
-                    f"{run['runtime'].get('version', '')} | {row['objects']} | {row['fps']:.2f} | "
-                    + (f"{row['runner_ms_per_frame']:.1f} | {host:.1f} ({host / frame_ms:.1%}) |" if host is not None
-                       else "n/a | n/a |"))
+                lines.append(f"| {run['device']['model']} ({run['device']['os']}) | {run['runtime']['name']} "
+                             f"{run['runtime'].get('version', '')} | {row['objects']} | {row['fps']:.2f} | "
+                             f"{_host_cells(row)} | {_python_on_same_bundle(results, run, row['objects'])} |")
     if notes:
         lines += ["", "## Notes", notes.strip()]
     write_text_atomic(report, "\n".join(lines) + "\n")

@@ -18,8 +18,11 @@ let package = Package(
     ],
     dependencies: [
         .package(path: "../EdgeTAMKit"),
-        // The runtime must read the programs the pinned Python executorch (1.5.1) writes.
-        .package(url: "https://github.com/pytorch/executorch", branch: "swiftpm-1.5.1"),
+        // The newest release branch (there is no swiftpm-1.5.x release branch, only dated 1.5.0 nightlies). It reads
+        // the programs the pinned Python executorch 1.5.1 writes: both have the same program schema
+        // (schema/program.fbs, "ET12") and XNNPACK schema (backends/xnnpack/serialization/schema.fbs, "XN01"),
+        // compared file for file with the wheel (ios_demo/README.md).
+        .package(url: "https://github.com/pytorch/executorch", branch: "swiftpm-1.4.1"),
     ],
     targets: [
         .target(

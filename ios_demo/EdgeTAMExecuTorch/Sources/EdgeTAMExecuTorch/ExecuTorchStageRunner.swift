@@ -14,11 +14,7 @@ public final class ExecuTorchStageRunner: StageRunner, @unchecked Sendable {
 
     /// Load the `forward` method of one stage of `bundle`.
     public init(bundle: EdgeTAMBundle, stage: String) throws {
-        guard bundle.manifest.recipe.backend == "executorch" else {
-            throw EdgeTAMError.runnerFailed(
-                stage: stage,
-                reason: "'\(bundle.manifest.recipe.name)' is a \(bundle.manifest.recipe.backend) bundle; use EdgeTAMCoreML for .mlpackage bundles")
-        }
+        try bundle.requireBackend("executorch", stage: stage, otherwise: "use EdgeTAMCoreML for .mlpackage bundles")
         spec = try bundle.spec(stage)
         module = Module(filePath: try bundle.artifactURL(stage).path)
         do {
@@ -61,7 +57,7 @@ public final class ExecuTorchStageRunner: StageRunner, @unchecked Sendable {
 }
 
 /// Every stage of an ExecuTorch bundle, wired into EdgeTAMKit's predictor and tracker.
-public struct ExecuTorchBundle: Sendable {
+public struct ExecuTorchBundle: LoadedBundle {
     public let bundle: EdgeTAMBundle
     public let runners: [String: ExecuTorchStageRunner]
 
@@ -70,14 +66,5 @@ public struct ExecuTorchBundle: Sendable {
         var runners: [String: ExecuTorchStageRunner] = [:]
         for stage in bundle.manifest.stageNames { runners[stage] = try ExecuTorchStageRunner(bundle: bundle, stage: stage) }
         self.runners = runners
-    }
-
-    /// The runners as EdgeTAMKit's protocol type.
-    public var stageRunners: [String: any StageRunner] { runners.mapValues { $0 as any StageRunner } }
-
-    public func predictor() throws -> EdgeTAMPredictor { try bundle.predictor(runners: stageRunners) }
-
-    public func tracker(maxTrackedObjects: Int = 64) throws -> EdgeTAMTracker {
-        try bundle.tracker(runners: stageRunners, maxTrackedObjects: maxTrackedObjects)
     }
 }

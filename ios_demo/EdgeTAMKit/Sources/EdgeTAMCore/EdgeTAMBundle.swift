@@ -103,4 +103,30 @@ extension EdgeTAMBundle {
     public func tracker(runners: [String: any StageRunner], maxTrackedObjects: Int = 64) throws -> EdgeTAMTracker {
         try EdgeTAMTracker(shapes: manifest.shapes, settings: manifest.tracking, runners: runners, maxTrackedObjects: maxTrackedObjects)
     }
+
+    /// Refuse a bundle of another backend before loading anything, in one line naming what to do instead.
+    public func requireBackend(_ backend: String, stage: String, otherwise fix: String) throws {
+        guard manifest.recipe.backend == backend else {
+            throw EdgeTAMError.runnerFailed(stage: stage, reason: "'\(manifest.recipe.name)' is a \(manifest.recipe.backend) bundle; \(fix)")
+        }
+    }
+}
+
+/// A bundle's stages loaded by one engine (Core ML, ExecuTorch's Swift API, ExecuTorch's C++ runtime), with the
+/// predictor and tracker over them: written once here, for every engine.
+public protocol LoadedBundle: Sendable {
+    associatedtype Runner: StageRunner
+    var bundle: EdgeTAMBundle { get }
+    var runners: [String: Runner] { get }
+}
+
+extension LoadedBundle {
+    /// The runners as EdgeTAMKit's protocol type.
+    public var stageRunners: [String: any StageRunner] { runners.mapValues { $0 as any StageRunner } }
+
+    public func predictor() throws -> EdgeTAMPredictor { try bundle.predictor(runners: stageRunners) }
+
+    public func tracker(maxTrackedObjects: Int = 64) throws -> EdgeTAMTracker {
+        try bundle.tracker(runners: stageRunners, maxTrackedObjects: maxTrackedObjects)
+    }
 }

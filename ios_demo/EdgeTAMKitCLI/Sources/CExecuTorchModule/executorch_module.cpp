@@ -106,23 +106,25 @@ etm_module* etm_module_load(const char* path, char* error, size_t error_size) {
     say(error, error_size, "no metadata for forward: " + reason(meta.error()));
     return nullptr;
   }
-  for (size_t index = 0; index < meta->num_inputs(); ++index) {
-    auto info = meta->input_tensor_meta(index);
-    etm_tensor tensor{};
-    if (!info.ok() || !describe(*info, &tensor)) {
-      say(error, error_size, "input " + std::to_string(index) + " is not a tensor of rank <= 8");
-      return nullptr;
+  using Declared = executorch::runtime::Result<executorch::runtime::TensorInfo> (executorch::runtime::MethodMeta::*)(
+      size_t) const;
+  const struct {
+    const char* role;
+    size_t count;
+    Declared read;
+    std::vector<etm_tensor>* into;
+  } lists[] = {{"input", meta->num_inputs(), &executorch::runtime::MethodMeta::input_tensor_meta, &loaded->inputs},
+               {"output", meta->num_outputs(), &executorch::runtime::MethodMeta::output_tensor_meta, &loaded->outputs}};
+  for (const auto& list : lists) {
+    for (size_t index = 0; index < list.count; ++index) {
+      auto info = ((*meta).*list.read)(index);
+      etm_tensor tensor{};
+      if (!info.ok() || !describe(*info, &tensor)) {
+        say(error, error_size, std::string(list.role) + " " + std::to_string(index) + " is not a tensor of rank <= 8");
+        return nullptr;
+      }
+      list.into->push_back(tensor);
     }
-    loaded->inputs.push_back(tensor);
-  }
-  for (size_t index = 0; index < meta->num_outputs(); ++index) {
-    auto info = meta->output_tensor_meta(index);
-    etm_tensor tensor{};
-    if (!info.ok() || !describe(*info, &tensor)) {
-      say(error, error_size, "output " + std::to_string(index) + " is not a tensor of rank <= 8");
-      return nullptr;
-    }
-    loaded->outputs.push_back(tensor);
   }
   return loaded.release();
 }

@@ -14,9 +14,7 @@ public final class ExecuTorchModuleRunner: StageRunner, @unchecked Sendable {
 
     /// Load the `forward` method of one stage of `bundle` and check its declared tensors against the contract.
     public init(bundle: EdgeTAMBundle, stage: String) throws {
-        guard bundle.manifest.recipe.backend == "executorch" else {
-            throw EdgeTAMError.runnerFailed(stage: stage, reason: "'\(bundle.manifest.recipe.name)' is a \(bundle.manifest.recipe.backend) bundle, not an ExecuTorch one; export an executorch-xnnpack recipe")
-        }
+        try bundle.requireBackend("executorch", stage: stage, otherwise: "export an executorch-xnnpack recipe")
         spec = try bundle.spec(stage)
         let path = try bundle.artifactURL(stage).path
         var error = [CChar](repeating: 0, count: 512)
@@ -67,15 +65,16 @@ public final class ExecuTorchModuleRunner: StageRunner, @unchecked Sendable {
         guard declaredInputs == spec.inputs.count, declaredOutputs == spec.outputs.count else {
             throw EdgeTAMError.runnerFailed(stage: spec.name, reason: "the program has \(declaredInputs) inputs and \(declaredOutputs) outputs, the contract \(spec.inputs.count) and \(spec.outputs.count); re-export the bundle")
         }
-        for (index, input) in spec.inputs.enumerated() {
-            var info = etm_tensor()
-            _ = etm_module_input_info(module, index, &info)
-            try check(input, info, role: "input")
-        }
-        for (index, output) in spec.outputs.enumerated() {
-            var info = etm_tensor()
-            _ = etm_module_output_info(module, index, &info)
-            try check(output, info, role: "output")
+        let declared: [(String, [TensorSpec], (OpaquePointer, Int, UnsafeMutablePointer<etm_tensor>) -> Int32)] = [
+            ("input", spec.inputs, { etm_module_input_info($0, $1, $2) }),
+            ("output", spec.outputs, { etm_module_output_info($0, $1, $2) }),
+        ]
+        for (role, contracts, read) in declared {
+            for (index, contract) in contracts.enumerated() {
+                var info = etm_tensor()
+                _ = read(module, index, &info)
+                try check(contract, info, role: role)
+            }
         }
     }
 
@@ -129,7 +128,7 @@ public final class ExecuTorchModuleRunner: StageRunner, @unchecked Sendable {
 }
 
 /// Every stage of an ExecuTorch bundle on the C++ runtime, wired into EdgeTAMKit's predictor and tracker.
-public struct ExecuTorchModuleBundle: Sendable {
+public struct ExecuTorchModuleBundle: LoadedBundle {
     public let bundle: EdgeTAMBundle
     public let runners: [String: ExecuTorchModuleRunner]
 
@@ -138,13 +137,5 @@ public struct ExecuTorchModuleBundle: Sendable {
         var runners: [String: ExecuTorchModuleRunner] = [:]
         for stage in stages ?? bundle.manifest.stageNames { runners[stage] = try ExecuTorchModuleRunner(bundle: bundle, stage: stage) }
         self.runners = runners
-    }
-
-    public var stageRunners: [String: any StageRunner] { runners.mapValues { $0 as any StageRunner } }
-
-    public func predictor() throws -> EdgeTAMPredictor { try bundle.predictor(runners: stageRunners) }
-
-    public func tracker(maxTrackedObjects: Int = 64) throws -> EdgeTAMTracker {
-        try bundle.tracker(runners: stageRunners, maxTrackedObjects: maxTrackedObjects)
     }
 }

@@ -14,7 +14,7 @@ func executorchVersion() -> String {
     return text[match].split(whereSeparator: { $0 == "'" || $0 == "\"" }).dropFirst().first.map(String.init) ?? "unknown"
 }
 
-/// This host as a device run names a phone: machine, kernel, CPU model and memory.
+/// This host as a device run names a phone: what ran (EdgeTAMKit on ExecuTorch C++), machine, kernel, CPU and memory.
 func hostDevice() -> DeviceRun.Device {
     var names = utsname()
     uname(&names)
@@ -25,7 +25,7 @@ func hostDevice() -> DeviceRun.Device {
     let chip = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
         .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) }
     let memory = Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824
-    return DeviceRun.Device(model: "\(text(names.machine)) host, \(ProcessInfo.processInfo.activeProcessorCount) cores",
+    return DeviceRun.Device(model: "Swift EdgeTAMKit + ExecuTorch C++, \(text(names.machine)) host, \(ProcessInfo.processInfo.activeProcessorCount) cores",
                             os: "\(text(names.sysname)) \(text(names.release))", chip: chip, memoryGB: rounded(memory, 1))
 }
 
