@@ -79,9 +79,14 @@ def main() -> None:
     target = HERE / "results" / f"{args.name}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(results, indent=1) + "\n")
-    notes = HERE / "NOTES.md"
+    notes = notes_for(args.report)
     write_report(results, HERE / args.report, notes.read_text() if notes.exists() else "")
     print(f"wrote {target} and {HERE / args.report}")
+
+
+def notes_for(report: str) -> Path:
+    """The hand-written notes appended to a report: NOTES.md for REPORT.md, NOTES-<name>.md for REPORT-<name>.md."""
+    return HERE / ("NOTES.md" if report == "REPORT.md" else report.replace("REPORT", "NOTES", 1))
 
 
 def build_kit() -> Path:

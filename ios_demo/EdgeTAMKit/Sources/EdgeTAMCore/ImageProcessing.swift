@@ -30,19 +30,28 @@ public struct RGBImage: Sendable, Equatable {
         let inSize = horizontally ? width : height
         let kernel = PillowBilinearKernel(inSize: inSize, outSize: outSize)
         let (newWidth, newHeight) = horizontally ? (outSize, height) : (width, outSize)
+        // Source pixels one tap apart: 3 bytes along a row, a row of bytes along a column.
+        let tapStride = horizontally ? 3 : width * 3
         var out = [UInt8](repeating: 0, count: newWidth * newHeight * 3)
         pixels.withUnsafeBufferPointer { source in
-            for y in 0 ..< newHeight {
-                for x in 0 ..< newWidth {
-                    let position = horizontally ? x : y
-                    let (first, taps) = kernel.bounds[position]
-                    for channel in 0 ..< 3 {
-                        var sum = Int64(1) << (PillowBilinearKernel.precisionBits - 1)
-                        for tap in 0 ..< taps {
-                            let (sx, sy) = horizontally ? (first + tap, y) : (x, first + tap)
-                            sum += Int64(source[(sy * width + sx) * 3 + channel]) * Int64(kernel.coefficients[position][tap])
+            kernel.coefficients.withUnsafeBufferPointer { coefficients in
+                out.withUnsafeMutableBufferPointer { target in
+                    for y in 0 ..< newHeight {
+                        for x in 0 ..< newWidth {
+                            let position = horizontally ? x : y
+                            let first = kernel.firsts[position], taps = kernel.counts[position]
+                            let weights = kernel.offsets[position]
+                            let origin = horizontally ? (y * width + first) * 3 : (first * width + x) * 3
+                            for channel in 0 ..< 3 {
+                                var sum = Int64(1) << (PillowBilinearKernel.precisionBits - 1)
+                                var at = origin + channel
+                                for tap in 0 ..< taps {
+                                    sum += Int64(source[at]) * Int64(coefficients[weights + tap])
+                                    at += tapStride
+                                }
+                                target[(y * newWidth + x) * 3 + channel] = PillowBilinearKernel.clip8(sum)
+                            }
                         }
-                        out[(y * newWidth + x) * 3 + channel] = PillowBilinearKernel.clip8(sum)
                     }
                 }
             }
@@ -64,6 +73,7 @@ public enum ExifOrientation: Int, Sendable, CaseIterable {
 extension RGBImage {
     /// The picture as displayed under an EXIF orientation (the same pixels as Pillow's `exif_transpose`).
     public func displayed(_ orientation: ExifOrientation) -> RGBImage {
+        if orientation == .upright { return self }
         let swaps = orientation.rawValue >= 5
         let (outWidth, outHeight) = swaps ? (height, width) : (width, height)
         var out = [UInt8](repeating: 0, count: pixels.count)
@@ -94,15 +104,18 @@ extension RGBImage {
 /// normalized per output pixel in double precision, then rounded to 22 fractional bits.
 struct PillowBilinearKernel {
     static let precisionBits = 32 - 8 - 2
-    /// (first source pixel, number of taps) per output pixel.
-    let bounds: [(Int, Int)]
-    let coefficients: [[Int32]]
+    /// Per output pixel: the first source pixel, the number of taps, and where its taps start in `coefficients`.
+    let firsts: [Int]
+    let counts: [Int]
+    let offsets: [Int]
+    /// Every output pixel's taps, one after the other (flat, so the resampling loop reads them without copies).
+    let coefficients: [Int32]
 
     init(inSize: Int, outSize: Int) {
         let scale = Double(inSize) / Double(outSize)
         let filterScale = max(scale, 1.0)
         let support = 1.0 * filterScale
-        var bounds: [(Int, Int)] = [], coefficients: [[Int32]] = []
+        var firsts: [Int] = [], counts: [Int] = [], offsets: [Int] = [], coefficients: [Int32] = []
         for position in 0 ..< outSize {
             let center = (Double(position) + 0.5) * scale
             let low = max(Int(center - support + 0.5), 0)  // C's (int) cast truncates toward zero
@@ -115,10 +128,14 @@ struct PillowBilinearKernel {
             let total = weights.reduce(0, +)
             if total != 0 { weights = weights.map { $0 / total } }
             let unit = Double(1 << Self.precisionBits)
-            coefficients.append(weights.map { Int32($0 < 0 ? -0.5 + $0 * unit : 0.5 + $0 * unit) })
-            bounds.append((low, high - low))
+            firsts.append(low)
+            counts.append(high - low)
+            offsets.append(coefficients.count)
+            coefficients += weights.map { Int32($0 < 0 ? -0.5 + $0 * unit : 0.5 + $0 * unit) }
         }
-        self.bounds = bounds
+        self.firsts = firsts
+        self.counts = counts
+        self.offsets = offsets
         self.coefficients = coefficients
     }
 
@@ -145,10 +162,15 @@ public enum ImageProcessing {
         let plane = size * size
         var values = [Float](repeating: 0, count: 3 * plane)
         let normalize = input.name != imageInputName
-        for pixel in 0 ..< plane {
-            for channel in 0 ..< 3 {
-                let value = Float(resized.pixels[pixel * 3 + channel])
-                values[channel * plane + pixel] = normalize ? (value - mean[channel] * 255) / (std[channel] * 255) : value
+        let shifts = normalize ? mean.map { $0 * 255 } : [0, 0, 0], divisors = normalize ? std.map { $0 * 255 } : [1, 1, 1]
+        resized.pixels.withUnsafeBufferPointer { pixels in
+            values.withUnsafeMutableBufferPointer { target in
+                for channel in 0 ..< 3 {
+                    let (shift, divisor) = (shifts[channel], divisors[channel])
+                    for pixel in 0 ..< plane {
+                        target[channel * plane + pixel] = (Float(pixels[pixel * 3 + channel]) - shift) / divisor
+                    }
+                }
             }
         }
         return [input.name: Tensor(shape: [1, 3, size, size], floats: values)]

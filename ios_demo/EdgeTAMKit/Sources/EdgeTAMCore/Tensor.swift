@@ -78,6 +78,7 @@ public struct Tensor: Sendable, Equatable {
 
     /// Rows `range` of the first axis (the objects axis of stage tensors).
     public func rows(_ range: Range<Int>) -> Tensor {
+        if range == 0 ..< (shape.first ?? 0) { return self }  // all rows: share the storage (copy on write)
         let inner = shape.dropFirst().reduce(1, *)
         let bounds = range.lowerBound * inner ..< range.upperBound * inner
         let newShape = [range.count] + shape.dropFirst()
@@ -87,7 +88,6 @@ public struct Tensor: Sendable, Equatable {
         }
     }
 
-    /// Tensors of the same trailing shape stacked along a new (or the existing first) axis.
     /// Overwrite row `row` (everything under the first axis) with row `sourceRow` of `source`: the writes the
     /// tracker does when it gathers per-object results from several stage calls into one tensor.
     public mutating func setRow(_ row: Int, from source: Tensor, row sourceRow: Int = 0) {
@@ -108,8 +108,10 @@ public struct Tensor: Sendable, Equatable {
         }
     }
 
+    /// Tensors of the same trailing shape stacked along the first axis (one part: that tensor, storage shared).
     public static func concatenate(_ parts: [Tensor]) -> Tensor {
         precondition(!parts.isEmpty, "nothing to concatenate")
+        if parts.count == 1 { return parts[0] }
         let shape = [parts.map { $0.shape[0] }.reduce(0, +)] + parts[0].shape.dropFirst()
         switch parts[0].storage {
         case .float32: return Tensor(shape: shape, floats: parts.flatMap(\.floats))
