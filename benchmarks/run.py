@@ -55,6 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     object_counts = tuple(int(count) for count in args.objects.split(","))
 
+    kit = build_kit() if args.kit else None  # before the hour of work, so a build failure costs nothing
     reference = random_reference(seed=0, size=args.size)
     data_dir = default_data_dir()
     paths, export_seconds = [], {}
@@ -68,8 +69,7 @@ def main() -> None:
         paths.append(out)
     results = run_benchmarks(paths, data_dir=data_dir, runs=args.runs, video_frames=args.video_frames,
                              object_counts=object_counts, threads=args.threads, progress=print)
-    if args.kit:
-        kit = build_kit()
+    if kit:
         for path in paths:
             if read_bundle(path).manifest.recipe.delegate == "xnnpack":
                 results["device_runs"].append(kit_run(kit, path, data_dir, results["settings"]))

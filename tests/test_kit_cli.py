@@ -174,7 +174,7 @@ def test_ctrl_c_leaves_the_earlier_result_and_no_staging_folder(kit, bundle, vid
     process = subprocess.Popen([str(kit), "track", str(video), "--bundle", str(bundle), "--point", "0:1:300,200",
                                 "--point", "0:2:600,300", "--out", str(out)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not any(tmp_path.glob(".out.partial-*/masks/*/0000[1-9].png")) and time.monotonic() < deadline:
+    while not any(tmp_path.glob(".out.*.partial/masks/*/0000[1-9].png")) and time.monotonic() < deadline:
         time.sleep(0.05)  # tracking is under way: frames are being written to the staging folder
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)

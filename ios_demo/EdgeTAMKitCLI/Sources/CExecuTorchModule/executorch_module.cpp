@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -34,6 +35,9 @@ using executorch::extension::TensorPtr;
 using executorch::extension::module::Module;
 using executorch::runtime::Error;
 using executorch::runtime::EValue;
+
+/// Programs loaded and not yet freed: the threadpool is resized only while there are none.
+static std::atomic<int> live_modules{0};
 
 struct etm_module {
   std::unique_ptr<Module> module;
@@ -126,10 +130,14 @@ etm_module* etm_module_load(const char* path, char* error, size_t error_size) {
       list.into->push_back(tensor);
     }
   }
+  live_modules++;
   return loaded.release();
 }
 
-void etm_module_free(etm_module* module) { delete module; }
+void etm_module_free(etm_module* module) {
+  if (module != nullptr) live_modules--;
+  delete module;
+}
 
 size_t etm_module_input_count(const etm_module* module) { return module->inputs.size(); }
 
@@ -164,7 +172,10 @@ int etm_module_run(etm_module* module, const etm_tensor* inputs, size_t count, c
                                                         static_cast<ScalarType>(input.dtype)));
     values.emplace_back(*tensors.back());
   }
-  auto result = module->module->forward(values);
+  auto result = [&] {
+    StderrSilenced quiet;  // a failing kernel logs before returning its error, which is reported here instead
+    return module->module->forward(values);
+  }();
   if (!result.ok()) {
     say(error, error_size, "forward failed: " + reason(result.error()));
     return 1;
@@ -194,7 +205,9 @@ size_t etm_threadpool_size(uint32_t threads) {
   StderrSilenced quiet;  // the first call creates the pool, and cpuinfo logs what it probes
   auto* pool = executorch::extension::threadpool::get_threadpool();
   if (pool == nullptr) return 0;
-  if (threads > 0 && pool->get_thread_count() != threads) pool->_unsafe_reset_threadpool(threads);
+  // XNNPACK captures the pool when a program's delegate is set up: resizing under a loaded program frees the pool
+  // it holds, so the size only changes while no program is loaded.
+  if (threads > 0 && live_modules == 0 && pool->get_thread_count() != threads) pool->_unsafe_reset_threadpool(threads);
   return pool->get_thread_count();
 }
 

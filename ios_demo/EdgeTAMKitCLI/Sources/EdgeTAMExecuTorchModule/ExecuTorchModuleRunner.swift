@@ -22,15 +22,13 @@ public final class ExecuTorchModuleRunner: StageRunner, @unchecked Sendable {
             throw EdgeTAMError.runnerFailed(stage: stage, reason: "\(Self.text(error)); re-export the bundle with this executorch version")
         }
         module = loaded
-        do { try checkDeclaredTensors() } catch {
-            etm_module_free(loaded)
-            throw error
-        }
+        try checkDeclaredTensors()  // on a throw, deinit frees the module
     }
 
     deinit { etm_module_free(module) }
 
-    /// ExecuTorch's process-wide threadpool size (XNNPACK's kernels run on it), resized when `threads` is given.
+    /// ExecuTorch's process-wide threadpool size (XNNPACK's kernels run on it), resized when `threads` is given and
+    /// no program is loaded yet (XNNPACK keeps the pool it was set up with, so a later resize is refused).
     @discardableResult
     public static func threadpoolSize(_ threads: Int? = nil) -> Int { Int(etm_threadpool_size(UInt32(threads ?? 0))) }
 
@@ -38,21 +36,22 @@ public final class ExecuTorchModuleRunner: StageRunner, @unchecked Sendable {
         _ = try spec.checkInputs(inputs)
         let ordered = spec.inputs.map { inputs[$0.name]! }
         return try lock.withLock {
+            var result: [String: Tensor] = [:]
             try Self.withBuffers(ordered) { tensors in
                 var error = [CChar](repeating: 0, count: 512)
                 guard etm_module_run(module, tensors, tensors.count, &error, error.count) == 0 else {
                     throw EdgeTAMError.runnerFailed(stage: spec.name, reason: Self.text(error))
                 }
-            }
-            var result: [String: Tensor] = [:]
-            for (index, output) in spec.outputs.enumerated() {
-                var tensor = etm_tensor()
-                guard etm_module_output(module, index, &tensor) == 0, tensor.dtype == ETM_FLOAT32, let data = tensor.data else {
-                    throw EdgeTAMError.runnerFailed(stage: spec.name, reason: "output '\(output.name)' is not a float tensor; re-export the bundle")
+                // Copied while the inputs are still alive: an output may share memory with an input.
+                for (index, output) in spec.outputs.enumerated() {
+                    var tensor = etm_tensor()
+                    guard etm_module_output(module, index, &tensor) == 0, tensor.dtype == ETM_FLOAT32, let data = tensor.data else {
+                        throw EdgeTAMError.runnerFailed(stage: spec.name, reason: "output '\(output.name)' is not a float tensor; re-export the bundle")
+                    }
+                    let shape = Self.shape(tensor)
+                    let floats = data.assumingMemoryBound(to: Float.self)
+                    result[output.name] = Tensor(shape: shape, floats: Array(UnsafeBufferPointer(start: floats, count: shape.reduce(1, *))))
                 }
-                let shape = Self.shape(tensor)
-                let floats = data.assumingMemoryBound(to: Float.self)
-                result[output.name] = Tensor(shape: shape, floats: Array(UnsafeBufferPointer(start: floats, count: shape.reduce(1, *))))
             }
             return result
         }

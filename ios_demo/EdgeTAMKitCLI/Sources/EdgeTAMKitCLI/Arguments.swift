@@ -19,7 +19,9 @@ struct Arguments {
         while index < words.count {
             let word = words[index]
             if word.hasPrefix("--") {
-                let (name, inline) = word.contains("=") ? (String(word.split(separator: "=", maxSplits: 1)[0]), String(word.split(separator: "=", maxSplits: 1)[1])) : (word, nil)
+                let equals = word.firstIndex(of: "=")
+                let name = equals.map { String(word[..<$0]) } ?? word
+                let inline = equals.map { String(word[word.index(after: $0)...]) }
                 if knownFlags.contains(name), inline == nil {
                     flags.insert(name)
                 } else if known.contains(name) {

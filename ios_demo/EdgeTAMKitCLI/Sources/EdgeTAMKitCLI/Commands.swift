@@ -133,12 +133,9 @@ func track(_ words: [String]) async throws {
         }
         if case let .prompt(prompt)? = prompts[key] { try prompt.validate(width: frames.width, height: frames.height) }
         if let path = maskPaths[key] {
-            let picture = try Pictures.mask(path)
-            guard picture.width == frames.width, picture.height == frames.height else {
-                throw UsageError("mask '\(path)' is \(picture.width)x\(picture.height); the video is \(frames.width)x\(frames.height)")
-            }
-            let inside = stride(from: 0, to: picture.pixels.count, by: 3).map { index -> UInt8 in
-                picture.pixels[index] | picture.pixels[index + 1] | picture.pixels[index + 2] != 0 ? 1 : 0
+            let (width, height, inside) = try Pictures.mask(path)
+            guard width == frames.width, height == frames.height else {
+                throw UsageError("mask '\(path)' is \(width)x\(height); the video is \(frames.width)x\(frames.height)")
             }
             guard inside.contains(1) else { throw UsageError("mask '\(path)' has no nonzero pixel; paint the object (nonzero) or drop --mask") }
             prompts[key] = .mask(inside)

@@ -16,13 +16,17 @@ struct EdgeTAMKitCLI {
         """
 
     static func main() async {
-        let interrupted = handleInterrupts()
-        defer { interrupted.cancel() }
+        let signals = [SIGINT, SIGTERM].map(handleSignal)
+        defer { signals.forEach { $0.cancel() } }
 
         var words = Array(CommandLine.arguments.dropFirst())
         guard let command = words.first, !["-h", "--help", "help"].contains(command) else {
+            if words.isEmpty {
+                FileHandle.standardError.write(Data("error: no command given\n\(usage)\n".utf8))
+                exit(2)
+            }
             print(usage)
-            exit(words.isEmpty ? 2 : 0)
+            exit(0)
         }
         words.removeFirst()
         do {
@@ -40,12 +44,12 @@ struct EdgeTAMKitCLI {
     }
 }
 
-/// Ctrl-C ends the process with exit status 130 and no half-written output. The handler runs on a dispatch queue
-/// of its own, not on the main actor that the commands run on (which it must not wait for).
-nonisolated func handleInterrupts() -> any DispatchSourceSignal {
-    let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: DispatchQueue(label: "edgetam-kit.interrupt"))
-    signal(SIGINT, SIG_IGN)
-    source.setEventHandler { @Sendable in StagedOutput.interrupt() }
+/// Ctrl-C (exit 130) and SIGTERM (143) end the process with no half-written output. The handler runs on a dispatch
+/// queue of its own, not on the main actor that the commands run on (which it must not wait for).
+nonisolated func handleSignal(_ number: Int32) -> any DispatchSourceSignal {
+    let source = DispatchSource.makeSignalSource(signal: number, queue: DispatchQueue(label: "edgetam-kit.signal.\(number)"))
+    signal(number, SIG_IGN)
+    source.setEventHandler { @Sendable in StagedOutput.interrupt(signal: number) }
     source.resume()
     return source
 }

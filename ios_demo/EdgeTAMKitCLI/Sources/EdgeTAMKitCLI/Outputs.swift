@@ -7,12 +7,14 @@ struct OutputKind: Sendable {
     let name: String
     let indexFile: String
     let keys: [String]
-    let isOurs: @Sendable (String) -> Bool
+    /// Whether a relative path belongs to an output of this kind, given its parsed index file.
+    let isOurs: @Sendable ([String: Any], String) -> Bool
 
-    static let segmentation = OutputKind(name: "segmentation result", indexFile: "result.json", keys: ["mode", "masks"]) { path in
-        ["result.json", "overlay.png", "masks"].contains(path) || path.range(of: #"^masks/\d+_\d+\.png$"#, options: .regularExpression) != nil
+    static let segmentation = OutputKind(name: "segmentation result", indexFile: "result.json", keys: ["mode", "masks"]) { index, path in
+        let listed = (index["masks"] as? [[String: Any]] ?? []).compactMap { $0["file"] as? String }
+        return ["result.json", "overlay.png", "masks"].contains(path) || listed.contains(path)
     }
-    static let tracking = OutputKind(name: "tracking result", indexFile: "summary.json", keys: ["frames_tracked", "objects"]) { path in
+    static let tracking = OutputKind(name: "tracking result", indexFile: "summary.json", keys: ["frames_tracked", "objects"]) { _, path in
         ["summary.json", "overlay.mp4", "masks"].contains(path) || path.range(of: #"^masks/-?\d+(/\d+\.png)?$"#, options: .regularExpression) != nil
     }
 
@@ -20,6 +22,9 @@ struct OutputKind: Sendable {
     func check(_ out: URL) throws {
         let manager = FileManager.default
         var isFolder: ObjCBool = false
+        if (try? manager.destinationOfSymbolicLink(atPath: out.path)) != nil {
+            throw UsageError("'\(out.path)' is a symbolic link, not a folder; pass a new folder path to --out")
+        }
         guard manager.fileExists(atPath: out.path, isDirectory: &isFolder) else { return }
         guard isFolder.boolValue else { throw UsageError("'\(out.path)' is a file, not a folder; pass a new folder path to --out") }
         let entries = try manager.contentsOfDirectory(atPath: out.path).sorted()
@@ -30,16 +35,19 @@ struct OutputKind: Sendable {
             throw UsageError("'\(out.path)' is a folder that is not a \(name) written by edgetam-export (\(entries.count) entries, e.g. '\(entries[0])'); it is never replaced: choose a new or empty --out")
         }
         let files = (manager.subpaths(atPath: out.path) ?? []).sorted()
-        if let foreign = files.first(where: { !isOurs($0) }) {
+        if let foreign = files.first(where: { !isOurs(index, $0) }) {
             throw UsageError("'\(out.path)' holds a \(name) and also files it never wrote (e.g. '\(foreign)'); move them away or choose another --out")
         }
     }
 }
 
-/// An output folder written whole or not at all: files go to a hidden staging folder beside `out`, and only a
-/// finished result takes `out`'s place. Ctrl-C removes the staging folder (exit 130), so nothing half-written stays.
+/// An output folder written whole or not at all, as the Python CLI's `staged_output` writes it: files go to a hidden
+/// staging folder beside `out` (`.<name>.<pid>.partial`, marked with the writing process's id, so either tool removes
+/// it once that process is gone), and only a finished result takes `out`'s place. Ctrl-C and SIGTERM remove it.
 final class StagedOutput: @unchecked Sendable {
+    static let marker = ".edgetam-export-staging"
     let out: URL
+    let kind: OutputKind
     let staging: URL
     private static let lock = NSLock()
     nonisolated(unsafe) private static var active: URL?
@@ -47,15 +55,31 @@ final class StagedOutput: @unchecked Sendable {
     init(_ out: URL, kind: OutputKind) throws {
         try kind.check(out)
         self.out = out
+        self.kind = kind
         let parent = out.deletingLastPathComponent()
-        staging = parent.appendingPathComponent(".\(out.lastPathComponent).partial-\(getpid())", isDirectory: true)
+        staging = parent.appendingPathComponent(".\(out.lastPathComponent).\(getpid()).partial", isDirectory: true)
         do {
             try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
+            Self.removeStale(beside: out)
             try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
+            try Data("\(getpid())\n".utf8).write(to: staging.appendingPathComponent(Self.marker))
         } catch {
-            throw UsageError("cannot write into '\(parent.path)' (\(error.localizedDescription)); choose another --out")
+            try? FileManager.default.removeItem(at: staging)
+            throw UsageError("cannot write the \(kind.name) to '\(out.path)' (\(error.localizedDescription)); choose another --out")
         }
         Self.lock.withLock { Self.active = staging }
+    }
+
+    /// Staging folders for `out` whose writing process is gone (killed, crashed): ours or the Python CLI's.
+    static func removeStale(beside out: URL) {
+        let parent = out.deletingLastPathComponent(), prefix = ".\(out.lastPathComponent)."
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
+        where name.hasPrefix(prefix) && name.hasSuffix(".partial") {
+            let candidate = parent.appendingPathComponent(name)
+            guard let text = try? String(contentsOf: candidate.appendingPathComponent(marker), encoding: .utf8),
+                  let pid = Int32(text.split(whereSeparator: \.isWhitespace).first ?? "") else { continue }  // not ours
+            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(at: candidate) }
+        }
     }
 
     /// Files are written under the lock that Ctrl-C takes, so none lands in a staging folder already removed.
@@ -74,14 +98,22 @@ final class StagedOutput: @unchecked Sendable {
         try write(data, to: relative)
     }
 
-    /// Put the finished folder in `out`'s place (an earlier result of the same kind is replaced).
+    /// Put the finished folder in `out`'s place. `out` is checked again first (nothing of the user's may have
+    /// appeared there meanwhile); an earlier result of the same kind is replaced, and restored if the move fails.
     func commit() throws {
         let manager = FileManager.default
-        let previous = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).replaced-\(getpid())")
+        let previous = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).\(getpid()).replaced")
         try Self.lock.withLock {
+            try kind.check(out)
+            try manager.removeItem(at: staging.appendingPathComponent(Self.marker))
             let hadPrevious = manager.fileExists(atPath: out.path)
             if hadPrevious { try manager.moveItem(at: out, to: previous) }
-            try manager.moveItem(at: staging, to: out)
+            do {
+                try manager.moveItem(at: staging, to: out)
+            } catch {
+                if hadPrevious { try? manager.moveItem(at: previous, to: out) }
+                throw UsageError("cannot put the \(kind.name) in place at '\(out.path)' (\(error.localizedDescription)); choose another --out")
+            }
             Self.active = nil
             if hadPrevious { try? manager.removeItem(at: previous) }
         }
@@ -95,13 +127,13 @@ final class StagedOutput: @unchecked Sendable {
         }
     }
 
-    /// Ctrl-C: remove the staging folder and end the process (exit 130) while holding the lock, so the work in
-    /// flight can neither write into the removed folder nor put a half result in place.
-    static func interrupt() -> Never {
+    /// Ctrl-C or SIGTERM: remove the staging folder and end the process (128 + the signal) while holding the lock,
+    /// so the work in flight can neither write into the removed folder nor put a half result in place.
+    static func interrupt(signal: Int32) -> Never {
         lock.lock()
         if let active { try? FileManager.default.removeItem(at: active) }
-        FileHandle.standardError.write(Data("interrupted\n".utf8))
-        _exit(130)
+        FileHandle.standardError.write(Data((signal == SIGINT ? "interrupted\n" : "terminated\n").utf8))
+        _exit(128 + signal)
     }
 }
 

@@ -6,23 +6,32 @@ import Foundation
 enum Pictures {
     static let extensions: Set<String> = ["jpg", "jpeg", "png"]
 
-    /// `what` names the file in the one-line error ("image", "frame", "mask").
-    static func load(_ path: String, what: String = "image") throws -> RGBImage {
+    /// `what` names the file in the one-line error ("image", "frame").
+    static func load(_ path: String, what: String = "image") throws -> RGBImage { try decode(path, what: what, nonzero: false) }
+
+    /// A mask picture as the Python runtime's `nonzero_pixels` reads it: 1 where the object is (a 16-bit sample
+    /// above 0, or luma above 0), row after row, as displayed.
+    static func mask(_ path: String) throws -> (width: Int, height: Int, inside: [UInt8]) {
+        let picture = try decode(path, what: "mask", nonzero: true)
+        let inside = stride(from: 0, to: picture.pixels.count, by: 3).map { picture.pixels[$0] == 0 ? UInt8(0) : 1 }
+        return (picture.width, picture.height, inside)
+    }
+
+    private static func decode(_ path: String, what: String, nonzero: Bool) throws -> RGBImage {
         guard FileManager.default.fileExists(atPath: path) else { throw UsageError("\(what) '\(path)' does not exist") }
         var picture = pd_picture()
         var error = [CChar](repeating: 0, count: 256)
-        guard pd_decode(path, &picture, &error, error.count) == 0, let rgb = picture.rgb else {
-            throw UsageError("cannot read \(what) '\(path)' (\(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))")
-        }
+        let status = pd_decode(path, nonzero ? 1 : 0, &picture, &error, error.count)
         defer { pd_free(&picture) }
+        let reason = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard status == Int32(PD_OK), let rgb = picture.rgb else {
+            throw UsageError(status == Int32(PD_TOO_LARGE) ? "\(what) '\(path)' \(reason)" : "cannot read \(what) '\(path)' (\(reason))")
+        }
         let count = Int(picture.width) * Int(picture.height) * 3
         let image = try RGBImage(width: Int(picture.width), height: Int(picture.height),
                                  pixels: Array(UnsafeBufferPointer(start: rgb, count: count)))
         return image.displayed(ExifOrientation(rawValue: Int(picture.orientation)) ?? .upright)
     }
-
-    /// A mask picture as bytes, nonzero where any channel is nonzero (the object).
-    static func mask(_ path: String) throws -> RGBImage { try load(path, what: "mask") }
 }
 
 /// The frames of a folder (JPEG or PNG), in the order of their numbers (`natural_key` of the Python runtime),

@@ -46,7 +46,8 @@ int etm_module_run(etm_module *module, const etm_tensor *inputs, size_t count, c
 /// Output `index` of the last run: its dtype, shape and data (owned by the module).
 int etm_module_output(const etm_module *module, size_t index, etm_tensor *output);
 
-/// Threads of ExecuTorch's process-wide threadpool (XNNPACK's kernels run on it); resize it when `threads` > 0.
+/// Threads of ExecuTorch's process-wide threadpool (XNNPACK's kernels run on it); resize it when `threads` > 0 and no
+/// program is loaded (a delegate keeps the pool it was set up with).
 size_t etm_threadpool_size(uint32_t threads);
 
 /// The file ExecuTorch's runtime library was loaded from (the executorch package's lib/ folder), or "".
