@@ -101,6 +101,10 @@ public struct StageSpec: Codable, Hashable, Sendable {
         case maxObjects = "max_objects"
     }
 
+    /// How a drawn mask becomes logits for the mask-prompt stage and the frame's output (`MASK_LOGIT_SCALE`,
+    /// `MASK_LOGIT_BIAS` of the Python stage contract, `stages/spec.py`).
+    public static let maskLogitScale: Float = 20, maskLogitBias: Float = -10
+
     /// Validate named inputs against the contract; return the number of objects they carry.
     public func checkInputs(_ tensors: [String: Tensor]) throws -> Int {
         var objects: Int?

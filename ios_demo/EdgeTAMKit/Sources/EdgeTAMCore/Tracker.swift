@@ -56,8 +56,6 @@ public struct EdgeTAMTracker: Sendable {
     public static let maskPromptStage = "mask_prompt_encoder"
     /// transformers' placeholder logit for the masks of an object predicted absent.
     public static let noObjectScore: Float = -1024
-    /// How a drawn mask becomes logits (`MASK_LOGIT_SCALE`, `MASK_LOGIT_BIAS` of the stage contract).
-    public static let maskLogitScale: Float = 20, maskLogitBias: Float = -10
 
     public let shapes: StageShapes
     public let settings: TrackingSettings
@@ -311,7 +309,7 @@ public actor TrackingSession {
         if let prompted {
             let size = shapes.imageSize, promptScores = prompted.objectScoreLogits.floats
             for (row, index) in masked.enumerated() {
-                let logits = drawn[row].map { $0 * EdgeTAMTracker.maskLogitScale + EdgeTAMTracker.maskLogitBias }
+                let logits = drawn[row].map { $0 * StageSpec.maskLogitScale + StageSpec.maskLogitBias }
                 masks.setRow(index, from: Tensor(shape: [1, m, m], floats: ImageProcessing.resizeAntialiased(
                     logits, inHeight: size, inWidth: size, height: m, width: m)))
                 scores[index] = promptScores[row]
