@@ -172,10 +172,9 @@ int etm_module_run(etm_module* module, const etm_tensor* inputs, size_t count, c
                                                         static_cast<ScalarType>(input.dtype)));
     values.emplace_back(*tensors.back());
   }
-  auto result = [&] {
-    StderrSilenced quiet;  // a failing kernel logs before returning its error, which is reported here instead
-    return module->module->forward(values);
-  }();
+  // Not silenced, unlike loading: file descriptor 2 must stay the terminal's while a run can be interrupted (the
+  // Ctrl-C handler reports there), and a kernel logs only when it fails.
+  auto result = module->module->forward(values);
   if (!result.ok()) {
     say(error, error_size, "forward failed: " + reason(result.error()));
     return 1;
