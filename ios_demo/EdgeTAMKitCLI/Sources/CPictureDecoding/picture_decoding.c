@@ -131,6 +131,16 @@ static void png_fail(png_structp png, png_const_charp message) {
 
 static void png_quiet(png_structp png, png_const_charp message) { (void)png; (void)message; }
 
+/// Release what a failed PNG decode holds; PD_FAILED.
+static int png_abandon(png_structp *png, png_infop *info, png_bytep *rows, uint16_t *wide, pd_picture *picture) {
+    png_destroy_read_struct(png, info, NULL);
+    free(rows);
+    free(wide);
+    free(picture->rgb);
+    picture->rgb = NULL;
+    return PD_FAILED;
+}
+
 static int decode_png(FILE *file, int nonzero, pd_picture *picture, char *error, size_t error_size) {
     struct png_failure failure = {{0}};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &failure, png_fail, png_quiet);
@@ -144,12 +154,7 @@ static int decode_png(FILE *file, int nonzero, pd_picture *picture, char *error,
     }
     if (setjmp(png_jmpbuf(png))) {
         snprintf(error, error_size, "not a readable PNG (%s)", failure.message);
-        png_destroy_read_struct(&png, &info, NULL);
-        free(rows);
-        free(wide);
-        free(picture->rgb);
-        picture->rgb = NULL;
-        return PD_FAILED;
+        return png_abandon(&png, &info, rows, wide, picture);
     }
     png_init_io(png, file);
     png_read_info(png, info);
@@ -183,12 +188,7 @@ static int decode_png(FILE *file, int nonzero, pd_picture *picture, char *error,
     rows = malloc(sizeof(png_bytep) * height);
     if (!picture->rgb || !rows || (raw16 && !wide) || png_get_rowbytes(png, info) != row) {
         snprintf(error, error_size, "cannot hold a %ux%u picture", (unsigned)width, (unsigned)height);
-        png_destroy_read_struct(&png, &info, NULL);
-        free(rows);
-        free(wide);
-        free(picture->rgb);
-        picture->rgb = NULL;
-        return PD_FAILED;
+        return png_abandon(&png, &info, rows, wide, picture);
     }
     uint8_t *target = raw16 ? (uint8_t *)wide : picture->rgb;
     for (png_uint_32 y = 0; y < height; y++) rows[y] = target + row * y;

@@ -97,21 +97,17 @@ public final class ExecuTorchModuleRunner: StageRunner, @unchecked Sendable {
                 let sizes = raw.bindMemory(to: Int64.self)
                 for (axis, size) in tensor.shape.enumerated() { sizes[axis] = Int64(size) }
             }
+            func pass<Scalar>(_ scalars: [Scalar], as dtype: Int32) throws {
+                try scalars.withUnsafeBufferPointer { buffer in
+                    info.dtype = dtype
+                    info.data = UnsafeRawPointer(buffer.baseAddress)
+                    described.append(info)
+                    try next(index + 1)
+                }
+            }
             switch tensor.storage {
-            case let .float32(scalars):
-                info.dtype = Int32(ETM_FLOAT32)
-                try scalars.withUnsafeBufferPointer { buffer in
-                    info.data = UnsafeRawPointer(buffer.baseAddress)
-                    described.append(info)
-                    try next(index + 1)
-                }
-            case let .int32(scalars):
-                info.dtype = Int32(ETM_INT32)
-                try scalars.withUnsafeBufferPointer { buffer in
-                    info.data = UnsafeRawPointer(buffer.baseAddress)
-                    described.append(info)
-                    try next(index + 1)
-                }
+            case let .float32(scalars): try pass(scalars, as: Int32(ETM_FLOAT32))
+            case let .int32(scalars): try pass(scalars, as: Int32(ETM_INT32))
             }
         }
         try next(0)
