@@ -145,7 +145,7 @@ def test_bench_writes_a_device_run_that_bench_import_merges(kit, bundle, video, 
     (["track", "IMAGE", "--bundle", "BUNDLE", "--point", "0:1:10,10", "--out", "OUT"], "not a folder of frames"),
     (["bench", "BUNDLE", "--out", "USERFILE", "--video", "VIDEO"], "never replaced"),
     (["bench", "BUNDLE", "--out", "OUT", "--objects", "1,x", "--video", "VIDEO"], "--objects"),
-    (["bench", "ONNXBUNDLE", "--out", "OUT", "--video", "VIDEO"], "is a onnx-fp32 bundle; edgetam-kit runs ExecuTorch"),
+    (["bench", "ONNXBUNDLE", "--out", "OUT", "--video", "VIDEO"], "'onnx-fp32' is a onnx bundle; export an executorch-xnnpack recipe"),
     (["convert"], "no such command"),
 ])
 def test_bad_input_is_one_error_line_and_nothing_written(kit, bundle, video, tiny_bundles, data_dir, tmp_path, args, message):

@@ -10,7 +10,7 @@ public struct DeviceBenchmark: Sendable {
     public var warmup = 3
     public var runs = 20
     /// Seconds on a monotonic clock.
-    public var clock: @Sendable () -> Double = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+    public var clock: @Sendable () -> Double = monotonicSeconds
 
     public init(shapes: StageShapes, runners: [String: any StageRunner]) {
         self.shapes = shapes
@@ -100,6 +100,9 @@ public struct DeviceBenchmark: Sendable {
     }
 }
 
+/// Seconds on a monotonic clock: what every timing of EdgeTAMKit reads.
+@Sendable public func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
 /// Seconds spent inside stage runners, summed per stage over calls: how much of a frame is the model, and how much
 /// the host code around it (`stage_seconds` of a tracking summary, host overhead of a benchmark).
 public final class StageTimes: @unchecked Sendable {
@@ -107,7 +110,7 @@ public final class StageTimes: @unchecked Sendable {
     private var seconds: [String: Double] = [:]
     let clock: @Sendable () -> Double
 
-    public init(clock: @escaping @Sendable () -> Double = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }) {
+    public init(clock: @escaping @Sendable () -> Double = monotonicSeconds) {
         self.clock = clock
     }
 

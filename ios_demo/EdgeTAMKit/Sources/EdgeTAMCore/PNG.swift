@@ -30,9 +30,9 @@ public enum PNG {
         return png
     }
 
-    /// A boolean mask as a PNG: 255 inside, 0 outside.
-    public static func mask(width: Int, height: Int, inside: [Bool]) -> Data {
-        grayscale(width: width, height: height, pixels: inside.map { $0 ? 255 : 0 })
+    /// A mask as EdgeTAMKit holds it (a byte per pixel, nonzero inside) as a PNG: 255 inside, 0 outside.
+    public static func mask(width: Int, height: Int, inside: [UInt8]) -> Data {
+        grayscale(width: width, height: height, pixels: inside.map { $0 != 0 ? 255 : 0 })
     }
 
     /// CRC-32 (ISO 3309, as PNG uses it).

@@ -12,7 +12,7 @@ import Testing
 
     @Test func maskPNGHasValidChunksAndStoredBlocks() throws {
         let width = 300, height = 250  // 75,250 bytes of scanlines: two stored blocks
-        let inside = (0 ..< width * height).map { ($0 % width) > 100 }
+        let inside = (0 ..< width * height).map { ($0 % width) > 100 ? UInt8($0 % 3 + 1) : 0 }  // any nonzero byte is inside
         let png = [UInt8](PNG.mask(width: width, height: height, inside: inside))
         #expect(Array(png[0 ..< 8]) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
         var offset = 8
@@ -41,7 +41,7 @@ import Testing
             position += 5 + length
             if final { break }
         }
-        let expected = (0 ..< height).flatMap { row in [0] + (0 ..< width).map { inside[row * width + $0] ? 255 : 0 } }
+        let expected: [Int] = (0 ..< height).flatMap { row in [0] + (0 ..< width).map { inside[row * width + $0] != 0 ? 255 : 0 } }
         #expect(raw == expected.map(UInt8.init))
         let adler = idat[position ..< position + 4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
         #expect(adler == PNG.adler32(raw))

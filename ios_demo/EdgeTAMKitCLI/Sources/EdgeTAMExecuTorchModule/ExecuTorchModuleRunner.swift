@@ -15,6 +15,9 @@ public final class ExecuTorchModuleRunner: StageRunner, @unchecked Sendable {
     /// Load the `forward` method of one stage of `bundle` and check its declared tensors against the contract.
     public init(bundle: EdgeTAMBundle, stage: String) throws {
         try bundle.requireBackend("executorch", stage: stage, otherwise: "export an executorch-xnnpack recipe")
+        guard bundle.manifest.recipe.delegate != "coreml" else {  // the wheel's runtime has no Core ML backend
+            throw EdgeTAMError.runnerFailed(stage: stage, reason: "'\(bundle.manifest.recipe.name)' delegates to Core ML, which runs on Apple platforms only; export an executorch-xnnpack recipe")
+        }
         spec = try bundle.spec(stage)
         let path = try bundle.artifactURL(stage).path
         var error = [CChar](repeating: 0, count: 512)

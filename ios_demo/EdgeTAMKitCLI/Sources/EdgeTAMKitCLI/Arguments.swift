@@ -57,7 +57,12 @@ struct Arguments {
     }
 
     func int(_ name: String, default fallback: Int, in range: ClosedRange<Int>) throws -> Int {
-        guard let text = try one(name) else { return fallback }
+        try int(name, in: range) ?? fallback
+    }
+
+    /// A whole-number option within `range`, nil when not given.
+    func int(_ name: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard let text = try one(name) else { return nil }
         guard let value = Int(text), range.contains(value) else {
             throw UsageError("\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
         }

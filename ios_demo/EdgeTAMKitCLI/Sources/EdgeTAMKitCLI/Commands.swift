@@ -4,10 +4,6 @@ import Foundation
 
 /// The stages of `bundle` on ExecuTorch's C++ runtime, each call timed into `times`.
 func loadRunners(_ bundle: EdgeTAMBundle, stages: [String], times: StageTimes, threads: Int?) throws -> [String: any StageRunner] {
-    let recipe = bundle.manifest.recipe
-    guard recipe.backend == "executorch", recipe.delegate != "coreml" else {
-        throw UsageError("'\(bundle.url.path)' is a \(recipe.name) bundle; edgetam-kit runs ExecuTorch XNNPACK or portable bundles: export executorch-xnnpack-fp32 or -int8")
-    }
     if let threads { ExecuTorchModuleRunner.threadpoolSize(threads) }
     let loaded = try ExecuTorchModuleBundle(bundle, stages: stages)
     return loaded.runners.mapValues { TimedStageRunner($0, times: times) as any StageRunner }
@@ -25,7 +21,7 @@ func segment(_ words: [String]) async throws {
     let image = try args.positional("IMAGE")
     let bundlePath = try args.required("--bundle", "the bundle folder")
     let out = URL(fileURLWithPath: try args.required("--out", "the output folder"))
-    let threads = try args.one("--threads").map { _ in try args.int("--threads", default: 0, in: 1 ... 256) }
+    let threads = try args.int("--threads", in: 1 ... 256)
     guard !(args.has("--single-mask") && args.has("--multimask")) else { throw UsageError("give --single-mask or --multimask, not both") }
     let points = try PromptText.parse(args.all("--point"), option: "--point", framed: false)
     let boxes = try PromptText.parse(args.all("--box"), option: "--box", framed: false)
@@ -52,9 +48,9 @@ func segment(_ words: [String]) async throws {
     let times = StageTimes()
     let runners = try loadRunners(bundle, stages: ["image_encoder", "prompt_decoder"], times: times, threads: threads)
     let predictor = try bundle.predictor(runners: runners)
-    let started = now()
+    let started = monotonicSeconds()
     let prediction = try await predictor.predict(try await predictor.setImage(picture), prompts: ordered, multimaskOutput: multimask)
-    let seconds = now() - started
+    let seconds = monotonicSeconds() - started
 
     let output = try StagedOutput(out, kind: .segmentation)
     var records: [[String: Any]] = [], best: [[UInt8]] = []
@@ -68,7 +64,7 @@ func segment(_ words: [String]) async throws {
         for (rank, index) in order.enumerated() {
             let mask = Array(prediction.mask(object: object, index: index))
             let name = "masks/\(object)_\(rank).png"
-            try output.write(PNG.grayscale(width: picture.width, height: picture.height, pixels: mask.map { $0 != 0 ? 255 : 0 }), to: name)
+            try output.write(PNG.mask(width: picture.width, height: picture.height, inside: mask), to: name)
             records.append(["object": object, "rank": rank, "score": rounded(Double(scores[object * k + index]), 6),
                             "file": name, "area": mask.reduce(0) { $0 + Int($1) }])
             if rank == 0 { best.append(mask) }
@@ -100,7 +96,7 @@ func track(_ words: [String]) async throws {
     let video = try args.positional("FRAMES_DIR")
     let bundlePath = try args.required("--bundle", "the bundle folder")
     let out = URL(fileURLWithPath: try args.required("--out", "the output folder"))
-    let threads = try args.one("--threads").map { _ in try args.int("--threads", default: 0, in: 1 ... 256) }
+    let threads = try args.int("--threads", in: 1 ... 256)
     func name(_ key: [Int]) -> String { "object \(key[1]) on frame \(key[0])" }
     let points = try PromptText.parse(args.all("--point"), option: "--point", framed: true)
     let boxes = try PromptText.parse(args.all("--box"), option: "--box", framed: true)
@@ -148,7 +144,7 @@ func track(_ words: [String]) async throws {
     let output = try StagedOutput(out, kind: .tracking)
     let masks = MaskWriter(output)
     let prompted = Array(Set(keys.map { $0[0] })).sorted()
-    let started = now()
+    let started = monotonicSeconds()
     for (position, frame) in prompted.enumerated() {
         var last: FrameResult?
         for key in keys where key[0] == frame {
@@ -165,35 +161,34 @@ func track(_ words: [String]) async throws {
     if args.has("--reverse"), prompted[0] > 0 {
         try await session.propagate(from: prompted[0] - 1, maxFrames: prompted[0] - 1, reverse: true) { try masks.emit($0) }
     }
-    let seconds = now() - started
+    let seconds = monotonicSeconds() - started
     let objects = await session.objectIds.sorted()
     var summary: [String: Any] = [
         "video": video, "bundle": bundlePath, "backend": bundle.manifest.recipe.backend, "runtime": runtimeName,
-        "size": ["width": frames.width, "height": frames.height], "objects": objects, "frames_tracked": masks.frames.count,
-        "seconds": rounded(seconds), "frames_per_second": seconds > 0 ? rounded(Double(masks.frames.count) / seconds) : NSNull(),
+        "size": ["width": frames.width, "height": frames.height], "objects": objects, "frames_tracked": masks.frames,
+        "seconds": rounded(seconds), "frames_per_second": seconds > 0 ? rounded(Double(masks.frames) / seconds) : NSNull(),
         "stage_seconds": times.byStage.mapValues { rounded($0) }, "masks": "masks/{object_id}/{frame:05d}.png",
     ]
     summary.merge(weightsFacts(bundle)) { _, new in new }
     try output.writeJSON(summary, to: "summary.json")
     try output.commit()
-    print("tracked \(objects.count) objects over \(masks.frames.count) frames in \(rounded(seconds)) s "
-        + "(\(rounded(Double(masks.frames.count) / max(seconds, 1e-9))) frames/s) -> \(out.path)")
+    print("tracked \(objects.count) objects over \(masks.frames) frames in \(rounded(seconds)) s "
+        + "(\(rounded(Double(masks.frames) / max(seconds, 1e-9))) frames/s) -> \(out.path)")
 }
 
 /// Each tracked frame's masks as `masks/<object>/<frame:05d>.png` of a staged output, as they come.
 final class MaskWriter: @unchecked Sendable {
     let output: StagedOutput
-    private(set) var frames: [Int] = []
+    private(set) var frames = 0
 
     init(_ output: StagedOutput) { self.output = output }
 
     func emit(_ result: FrameResult) throws {
         for (index, id) in result.objectIds.enumerated() {
-            let mask = result.mask(object: index)
-            try output.write(PNG.grayscale(width: result.width, height: result.height, pixels: mask.map { $0 != 0 ? 255 : 0 }),
+            try output.write(PNG.mask(width: result.width, height: result.height, inside: result.mask(object: index)),
                              to: "masks/\(id)/\(String(format: "%05d", result.frameIndex)).png")
         }
-        frames.append(result.frameIndex)
+        frames += 1
     }
 }
 

@@ -149,6 +149,3 @@ func rounded(_ value: Double, _ digits: Int = 3) -> Double {
     let scale = pow(10, Double(digits))
     return (value * scale).rounded() / scale
 }
-
-/// Seconds on a monotonic clock.
-func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
