@@ -76,6 +76,14 @@ QUANTIZATION_SCHEMES = {
 }
 
 
+#: How the stages compute attention (`attention` in a recipe): each backend lowers the fused form to its own op.
+ATTENTION_FORMS = {
+    "matmul": "two matmuls around a softmax, lowered op by op (every backend)",
+    "fused": "one attention op of the runtime: ExecuTorch llama::custom_sdpa, ONNX Runtime com.microsoft."
+             "MultiHeadAttention, Core ML scaled_dot_product_attention (iOS 18 / macOS 15)",
+}
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -86,6 +94,8 @@ class Recipe:
     opset: int | None = None
     deployment_target: str | None = None
     compute_units: str | None = None
+    #: A key of ATTENTION_FORMS.
+    attention: str = "matmul"
     shapes: RecipeShapes = field(default_factory=RecipeShapes)
     parity: ParityThresholds = field(default_factory=ParityThresholds)
     #: Stage name -> reduced-precision scheme; stages not named keep the recipe's float precision.
@@ -136,6 +146,10 @@ def recipe_from_dict(data: dict, origin: str) -> Recipe:
         problem = None if value is None else capacity_problem(capacity, value, f"[shapes] {capacity}")
         if problem:
             raise EdgeTamExportError(f"recipe {origin}: {problem}")
+    if recipe.attention not in ATTENTION_FORMS:
+        raise EdgeTamExportError(
+            f"recipe {origin}: attention '{recipe.attention}' is unknown; use one of {', '.join(ATTENTION_FORMS)}"
+        )
     for stage, scheme in recipe.quantization.items():
         if scheme not in QUANTIZATION_SCHEMES:
             raise EdgeTamExportError(

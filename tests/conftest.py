@@ -51,16 +51,17 @@ def tiny_cases(tiny_reference, tiny_shapes, data_dir):
     return build_cases(tiny_reference, tiny_shapes, data_dir)
 
 
-def _export(reference, recipe_name: str, out: Path, data_dir: Path):
+def _export(reference, recipe, out: Path, data_dir: Path):
     from edgetam_export.export import export_bundle
     from edgetam_export.recipes import load_recipe
 
-    recipe = load_recipe(recipe_name).with_shapes(max_objects=4)
+    recipe = (load_recipe(recipe) if isinstance(recipe, str) else recipe).with_shapes(max_objects=4)
     return export_bundle(reference, recipe, out, data_dir=data_dir)
 
 
-def _exported_once(tmp_path_factory, worker_id: str, folder: str, recipe_names: tuple[str, ...], reference, data_dir):
-    """Each recipe's tiny bundle, exported by the first pytest-xdist worker that needs it and read by the others.
+def _exported_once(tmp_path_factory, worker_id: str, folder: str, recipes: tuple, reference, data_dir):
+    """Each recipe's tiny bundle (a shipped recipe's name or a Recipe), exported by the first pytest-xdist worker
+    that needs it and read by the others.
 
     The bundles live in this run's shared temporary folder, one lock per bundle: a worker exports the ones
     nobody has started and then waits for the rest, so two workers export two bundles side by side.
@@ -80,9 +81,10 @@ def _exported_once(tmp_path_factory, worker_id: str, folder: str, recipe_names: 
         if (root / name / "manifest.json").is_file():
             bundles[name] = read_bundle(root / name)
         else:
-            bundles[name] = _export(reference, name, root / name, data_dir)
+            bundles[name] = _export(reference, by_name[name], root / name, data_dir)
 
-    for name in recipe_names:
+    by_name = {recipe if isinstance(recipe, str) else recipe.name: recipe for recipe in recipes}
+    for name in by_name:
         lock = FileLock(str(root / f"{name}.lock"))
         try:
             lock.acquire(timeout=0)
@@ -96,7 +98,7 @@ def _exported_once(tmp_path_factory, worker_id: str, folder: str, recipe_names: 
     for name, lock in waiting:
         with lock:
             export_or_read(name)
-    return {name: bundles[name] for name in recipe_names}
+    return {name: bundles[name] for name in by_name}
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.quantization import StageQuantization
+from edgetam_export.stages.common import AttentionKernel, matmul_attention
 from edgetam_export.stages.spec import StageSpec
 
 if TYPE_CHECKING:
@@ -36,3 +38,13 @@ class Backend(ABC):
     def versions(self) -> dict[str, str]:
         """Versions of the tools this backend used, for the manifest and benchmark records."""
         return {}
+
+    def attention_kernel(self, recipe: Recipe) -> AttentionKernel:
+        """The attention the stages are traced with under `recipe` (its `attention` form)."""
+        return matmul_attention if recipe.attention == "matmul" else self.fused_attention(recipe)
+
+    def fused_attention(self, recipe: Recipe) -> AttentionKernel:
+        """This backend's one-op attention kernel for `recipe`, or a clear refusal."""
+        raise EdgeTamExportError(
+            f"recipe '{recipe.name}': the {self.name} backend has no fused attention; set attention = \"matmul\""
+        )

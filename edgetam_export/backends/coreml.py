@@ -10,9 +10,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+import torch.nn.functional as F
+
 from edgetam_export.backends.base import Backend
 from edgetam_export.quantization import StageQuantization
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.stages.common import AttentionKernel
 from edgetam_export.stages.spec import IMAGE_INPUT, OBJECTS, StageSpec
 
 if TYPE_CHECKING:
@@ -34,6 +38,31 @@ def coreml_target(recipe: Recipe):
             f"{', '.join(DEPLOYMENT_TARGETS)}"
         )
     return getattr(ct.target, target)
+
+
+#: Deployment targets whose ML Programs have the fused `scaled_dot_product_attention` op.
+FUSED_ATTENTION_TARGETS = ("iOS18", "macOS15")
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_bias: torch.Tensor | None
+) -> torch.Tensor:
+    """An `AttentionKernel` coremltools converts to iOS 18's fused `scaled_dot_product_attention`.
+
+    coremltools fuses torch's SDPA only at its default scale, 1/sqrt(D): the query carries the rest.
+    The key bias is the op's additive mask.
+    """
+    return F.scaled_dot_product_attention(q * (scale * q.shape[-1] ** 0.5), k, v, attn_mask=key_bias)
+
+
+def fused_attention_for(recipe: Recipe) -> AttentionKernel:
+    """Core ML's fused attention, for a recipe whose target has it."""
+    if (recipe.deployment_target or "iOS17") not in FUSED_ATTENTION_TARGETS:
+        raise EdgeTamExportError(
+            f"recipe '{recipe.name}': fused attention needs deployment_target {' or '.join(FUSED_ATTENTION_TARGETS)} "
+            "(Core ML's scaled_dot_product_attention); set one or attention = \"matmul\""
+        )
+    return scaled_dot_product_attention
 
 
 #: Weights per palette of the 6-bit palettization (per-grouped-channel LUTs need iOS 18 / macOS 15).
@@ -89,6 +118,9 @@ class CoreMLBackend(Backend):
             "deployment_target": recipe.deployment_target or "iOS17",
             "compute_units": recipe.compute_units or "ALL",
         }
+
+    def fused_attention(self, recipe: Recipe) -> AttentionKernel:
+        return fused_attention_for(recipe)
 
     def versions(self) -> dict[str, str]:
         return {"coremltools": version("coremltools")}

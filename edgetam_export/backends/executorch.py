@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from edgetam_export.backends.base import Backend
-from edgetam_export.backends.coreml import coreml_target
+from edgetam_export.backends.coreml import coreml_target, fused_attention_for
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.quantization import StageQuantization, int8_weight_only, quantize_pt2e
+from edgetam_export.runtime.runners.executorch import load_llm_custom_ops
+from edgetam_export.stages.common import AttentionKernel, fold_key_bias
 from edgetam_export.stages.spec import StageSpec
 
 if TYPE_CHECKING:
@@ -30,11 +32,38 @@ if TYPE_CHECKING:
 DELEGATES = ("xnnpack", "coreml", None)
 
 
+def custom_sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_bias: torch.Tensor | None
+) -> torch.Tensor:
+    """An `AttentionKernel` through ExecuTorch's flash-attention kernel, `llama::custom_sdpa`.
+
+    The kernel takes (B, L, H, D) heads and one 2D mask for the whole batch, so a per-object key bias is
+    folded into the heads. Built for a KV cache, without a mask it reads keys [0, start_pos + Lq):
+    start_pos = Lk - Lq makes that every key; with fewer keys than queries a zero mask does.
+    """
+    load_llm_custom_ops()
+    head_dim = v.shape[-1]
+    if key_bias is not None:
+        q, k, v = fold_key_bias(q, k, v, scale, key_bias)
+        scale = 1.0
+    queries, keys = q.shape[2], k.shape[2]
+    mask = torch.zeros(queries, keys, dtype=q.dtype) if keys < queries else None
+    out = torch.ops.llama.custom_sdpa(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), max(keys - queries, 0), mask, 0.0, False, scale
+    )
+    return out.transpose(1, 2)[..., :head_dim]
+
+
 class ExecuTorchBackend(Backend):
     name = "executorch"
     suffix = ".pte"
     schemes = frozenset({"int8-static", "int8-dynamic", "int8-weights"})
     module_scopes = True
+
+    def fused_attention(self, recipe: Recipe) -> AttentionKernel:
+        """llama::custom_sdpa on CPU delegates (it runs as an ExecuTorch kernel beside XNNPACK's
+        partitions); a Core ML-delegated program is lowered whole, so it takes Core ML's SDPA."""
+        return fused_attention_for(recipe) if recipe.delegate == "coreml" else custom_sdpa_attention
 
     def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path,
               quantization: StageQuantization | None = None) -> dict:

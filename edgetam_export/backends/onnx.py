@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch.export import ExportedProgram
 
     from edgetam_export.recipes import Recipe
+    from edgetam_export.stages.common import AttentionKernel
 
 DEFAULT_OPSET = 18
 
@@ -31,6 +32,8 @@ class OnnxBackend(Backend):
         import onnx
         import torch
 
+        from edgetam_export.backends.onnx_attention import TRANSLATIONS
+
         opset = recipe.opset or DEFAULT_OPSET
         if opset < 17:
             raise EdgeTamExportError(f"recipe '{recipe.name}': opset {opset} is too old; use 17 or newer")
@@ -42,6 +45,7 @@ class OnnxBackend(Backend):
             opset_version=opset,
             optimize=True,
             verbose=False,
+            custom_translation_table=TRANSLATIONS,
         )
         model = onnx_program.model_proto
         strip_debug_metadata(model)
@@ -56,6 +60,11 @@ class OnnxBackend(Backend):
         model = onnx.load(str(artifact))
         onnx.checker.check_model(model)
         return facts | {"nodes": len(model.graph.node)}
+
+    def fused_attention(self, recipe: Recipe) -> AttentionKernel:
+        from edgetam_export.backends.onnx_attention import multi_head_attention_kernel
+
+        return multi_head_attention_kernel
 
     def versions(self) -> dict[str, str]:
         return {"onnx": version("onnx"), "onnxruntime": version("onnxruntime"), "onnxscript": version("onnxscript")}

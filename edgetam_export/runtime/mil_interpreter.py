@@ -110,13 +110,13 @@ def _slice_by_index(op, get) -> np.ndarray:
     begin_mask = get("begin_mask", np.zeros(x.ndim, bool))
     end_mask = get("end_mask", np.zeros(x.ndim, bool))
     squeeze = get("squeeze_mask", np.zeros(x.ndim, bool))
+    # A squeezed axis takes the one element at `begin` (its `end` is ignored, often written as `begin`).
     index = tuple(
+        int(begin[i]) if squeeze[i] else
         slice(None if begin_mask[i] else int(begin[i]), None if end_mask[i] else int(end[i]), int(stride[i]))
         for i in range(x.ndim)
     )
-    out = x[index]
-    axes = tuple(i for i in range(x.ndim) if squeeze[i])
-    return np.squeeze(out, axis=axes) if axes else out
+    return x[index]
 
 
 def _upsample_bilinear(op, get) -> np.ndarray:
@@ -178,6 +178,17 @@ def _softmax(op, get) -> np.ndarray:
     axis = int(get("axis", -1))
     shifted = np.exp(x - x.max(axis=axis, keepdims=True))
     return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def _scaled_dot_product_attention(op, get) -> np.ndarray:
+    """iOS 18's fused attention: softmax(q k^T / sqrt(E) + mask) v; a bool mask keeps the keys that are True."""
+    q, k, v = (_f(get(name)).astype(np.float32) for name in ("query", "key", "value"))
+    logits = np.matmul(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1])
+    mask = get("attn_mask")
+    if mask is not None:
+        logits = np.where(mask, logits, -np.inf) if mask.dtype == bool else logits + _f(mask)
+    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return np.matmul(weights / weights.sum(axis=-1, keepdims=True), v)
 
 
 def _blocks(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -267,6 +278,7 @@ OPS: dict[str, Callable] = {
     "sin": lambda op, get: np.sin(_f(get("x"))),
     "cos": lambda op, get: np.cos(_f(get("x"))),
     "softmax": _softmax,
+    "scaled_dot_product_attention": _scaled_dot_product_attention,
     "layer_norm": _layer_norm,
     "batch_norm": _batch_norm,
     "reduce_mean": lambda op, get: _f(get("x")).mean(

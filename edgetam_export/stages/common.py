@@ -1,11 +1,14 @@
 """Export-friendly building blocks shared by the stage wrappers.
 
-Attention is written out as matmul + softmax with an additive, finite bias (no SDPA decomposition
-guards in ExecuTorch, no -inf that would overflow in fp16); RoPE is real arithmetic on cos/sin
-tables precomputed as contiguous buffers.
+Attention goes through an `AttentionKernel`, the backend's choice: `matmul_attention` writes it out
+as matmul + softmax with an additive, finite bias (no SDPA decomposition guards in ExecuTorch, no -inf
+that would overflow in fp16); a backend's fused kernel hands the whole product to one runtime op.
+RoPE is real arithmetic on cos/sin tables precomputed as contiguous buffers.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -15,6 +18,35 @@ from torch import nn
 MASKED_LOGIT_BIAS = -1.0e4
 
 
+#: softmax(scale * q @ k^T + key_bias) @ v for (B, H, L, D) heads, key_bias (B, 1, 1, Lk) or None.
+AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, "torch.Tensor | None"], torch.Tensor]
+
+
+def matmul_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_bias: torch.Tensor | None
+) -> torch.Tensor:
+    """The attention every backend lowers: two matmuls around a softmax (the recipes' `matmul` form)."""
+    logits = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if key_bias is not None:
+        logits = logits + key_bias
+    return torch.matmul(torch.softmax(logits, dim=-1), v)
+
+
+def fold_key_bias(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same attention with scale 1 and no bias: one more channel per head ([scale * q, 1] . [k, bias]).
+
+    Fused kernels take at most one mask for the whole batch, and ONNX Runtime's flash path none; the
+    key bias here differs per object. v gets a zero channel so every head keeps one size; drop it after.
+    """
+    heads, keys = k.shape[1], k.shape[2]
+    q = torch.cat([q * scale, torch.ones_like(q[..., :1])], dim=-1)
+    k = torch.cat([k, key_bias.transpose(-1, -2).expand(-1, heads, keys, 1)], dim=-1)
+    v = torch.cat([v, torch.zeros_like(v[..., :1])], dim=-1)
+    return q, k, v
+
+
 def attend(
     attention: nn.Module,
     query: torch.Tensor,
@@ -22,6 +54,7 @@ def attend(
     value: torch.Tensor,
     key_bias: torch.Tensor | None = None,
     rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    kernel: AttentionKernel = matmul_attention,
 ) -> torch.Tensor:
     """Multi-head attention through a transformers attention module's projections.
 
@@ -40,12 +73,8 @@ def attend(
         cos_q, sin_q, cos_k, sin_k = rope
         q = q * cos_q + rotate_pairs(q) * sin_q
         k = k * cos_k + rotate_pairs(k) * sin_k
-    logits = torch.matmul(q, k.transpose(-1, -2)) * attention.scaling
-    if key_bias is not None:
-        logits = logits + key_bias
-    weights = torch.softmax(logits, dim=-1)
-    out = torch.matmul(weights, v).transpose(1, 2).reshape(batch, -1, heads * head_dim)
-    return attention.o_proj(out)
+    out = kernel(q, k, v, attention.scaling, key_bias)
+    return attention.o_proj(out.transpose(1, 2).reshape(batch, -1, heads * head_dim))
 
 
 def rotate_pairs(x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,14 @@ from torch import nn
 from transformers import EdgeTamVideoModel
 from transformers.models.edgetam_video.modeling_edgetam_video import get_1d_sine_pe
 
-from edgetam_export.stages.common import MASKED_LOGIT_BIAS, AxialTable, attend, contiguous_buffer
+from edgetam_export.stages.common import (
+    MASKED_LOGIT_BIAS,
+    AttentionKernel,
+    AxialTable,
+    attend,
+    contiguous_buffer,
+    matmul_attention,
+)
 from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
 
 NAME = "memory_attention"
@@ -96,11 +103,14 @@ class MemoryAttentionStage(nn.Module):
         -> conditioned_features (N, 256, E, E)
     """
 
-    def __init__(self, model: EdgeTamVideoModel, shapes: StageShapes) -> None:
+    def __init__(
+        self, model: EdgeTamVideoModel, shapes: StageShapes, attention: AttentionKernel = matmul_attention
+    ) -> None:
         super().__init__()
-        attention = model.memory_attention
-        self.layers = attention.layers
-        self.layer_norm = attention.layer_norm
+        self.kernel = attention
+        attention_layers = model.memory_attention
+        self.layers = attention_layers.layers
+        self.layer_norm = attention_layers.layer_norm
         self.memory_tokens = shapes.memory_tokens
         self.pointer_splits = shapes.hidden_size // shapes.memory_dim
         self.memory_dim = shapes.memory_dim
@@ -115,8 +125,8 @@ class MemoryAttentionStage(nn.Module):
 
         # Position tables are stored as row / column factors and rebuilt per call (AxialTable): baked whole
         # they were 20 MB of the 32 MB full-size stage. transformers' position ids are (w, h) of an h-major grid.
-        cos_q, sin_q = attention.rotary_emb(position, attention.position_ids)
-        cos_k, sin_k = attention.rotary_emb(position, attention.position_ids_k)
+        cos_q, sin_q = attention_layers.rotary_emb(position, attention_layers.position_ids)
+        cos_k, sin_k = attention_layers.rotary_emb(position, attention_layers.position_ids_k)
         query_width, query_height = model.config.memory_attention_rope_feat_sizes
         key_width, key_height = model.config.memory_attention_rope_k_sizes
         self.cos_q, self.sin_q = (AxialTable(table[0], query_height, query_width) for table in (cos_q, sin_q))
@@ -171,11 +181,13 @@ class MemoryAttentionStage(nn.Module):
         hidden = vision_features.flatten(2).transpose(1, 2) + 0.1 * self.vision_positions()
         for index, layer in enumerate(self.layers):
             normed = layer.layer_norm1(hidden)
-            hidden = hidden + attend(layer.self_attn, normed, normed, normed, rope=self_rope)
+            hidden = hidden + attend(layer.self_attn, normed, normed, normed, rope=self_rope, kernel=self.kernel)
             if index == 0:
                 hidden = hidden.expand(num_objects, -1, -1)
             normed = layer.layer_norm2(hidden)
-            hidden = hidden + attend(layer.cross_attn_image, normed, keys, values, key_bias, rope=cross_rope)
+            hidden = hidden + attend(
+                layer.cross_attn_image, normed, keys, values, key_bias, rope=cross_rope, kernel=self.kernel
+            )
             hidden = hidden + layer.mlp(layer.layer_norm3(hidden))
         hidden = self.layer_norm(hidden)
         return hidden.transpose(1, 2).reshape(num_objects, channels, height, width)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import EdgeTamVideoModel
 
-from edgetam_export.stages.common import MASKED_LOGIT_BIAS, attend, contiguous_buffer
+from edgetam_export.stages.common import MASKED_LOGIT_BIAS, AttentionKernel, attend, contiguous_buffer, matmul_attention
 from edgetam_export.stages.spec import (
     EMPTY_SLOT_LABEL,
     NOT_A_POINT_LABEL,
@@ -135,8 +135,11 @@ class PromptDecoderStage(nn.Module):
         -> mask_logits (N, 4, 4E, 4E), iou_scores (N, 4), object_score_logits (N, 1), object_pointers (N, 4, 256)
     """
 
-    def __init__(self, model: EdgeTamVideoModel, shapes: StageShapes) -> None:
+    def __init__(
+        self, model: EdgeTamVideoModel, shapes: StageShapes, attention: AttentionKernel = matmul_attention
+    ) -> None:
         super().__init__()
+        self.kernel = attention
         prompt_encoder = model.prompt_encoder
         self.mask_decoder = model.mask_decoder
         self.mask_embed = prompt_encoder.mask_embed
@@ -198,19 +201,21 @@ class PromptDecoderStage(nn.Module):
         queries = tokens
         for layer in transformer.layers:
             if layer.skip_first_layer_pe:
-                queries = attend(layer.self_attn, queries, queries, queries, token_bias)
+                queries = attend(layer.self_attn, queries, queries, queries, token_bias, kernel=self.kernel)
             else:
                 q = queries + tokens
-                queries = queries + attend(layer.self_attn, q, q, queries, token_bias)
+                queries = queries + attend(layer.self_attn, q, q, queries, token_bias, kernel=self.kernel)
             queries = layer.layer_norm1(queries)
             q, k = queries + tokens, keys + key_pe
-            queries = layer.layer_norm2(queries + attend(layer.cross_attn_token_to_image, q, k, keys))
+            queries = layer.layer_norm2(queries + attend(layer.cross_attn_token_to_image, q, k, keys, kernel=self.kernel))
             queries = layer.layer_norm3(queries + layer.mlp(queries))
             q, k = queries + tokens, keys + key_pe
-            keys = layer.layer_norm4(keys + attend(layer.cross_attn_image_to_token, k, q, queries, token_bias))
+            keys = layer.layer_norm4(keys + attend(
+                layer.cross_attn_image_to_token, k, q, queries, token_bias, kernel=self.kernel
+            ))
         q, k = queries + tokens, keys + key_pe
         queries = transformer.layer_norm_final_attn(
-            queries + attend(transformer.final_attn_token_to_image, q, k, keys)
+            queries + attend(transformer.final_attn_token_to_image, q, k, keys, kernel=self.kernel)
         )
 
         mask_tokens = queries[:, 2 : 2 + NUM_MASKS, :]

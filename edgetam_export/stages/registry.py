@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import EdgeTamVideoModel
+from transformers import AttentionInterface, EdgeTamVideoModel
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.recipes import RecipeShapes
@@ -24,7 +24,7 @@ from edgetam_export.stages import (
     memory_encoder,
     prompt_decoder,
 )
-from edgetam_export.stages.common import assert_all_contiguous
+from edgetam_export.stages.common import AttentionKernel, assert_all_contiguous, matmul_attention
 from edgetam_export.stages.spec import OBJECTS, STAGE_NAMES, StageShapes, StageSpec, TensorSpec, TrackingSettings
 
 
@@ -34,30 +34,54 @@ class StageDefinition:
 
     name: str
     spec: Callable[[StageShapes], StageSpec]
-    wrapper: Callable[[EdgeTamVideoModel, StageShapes], nn.Module]
+    wrapper: Callable[[EdgeTamVideoModel, StageShapes, AttentionKernel], nn.Module]
     upstream: Callable[[EdgeTamVideoModel, StageShapes, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
-    def build(self, model: EdgeTamVideoModel, shapes: StageShapes) -> nn.Module:
-        """The wrapper in eval mode, with every constant contiguous (checked).
+    def build(
+        self, model: EdgeTamVideoModel, shapes: StageShapes, attention: AttentionKernel = matmul_attention
+    ) -> nn.Module:
+        """The wrapper in eval mode, with every constant contiguous (checked), its attention in `attention`
+        (a backend's choice: `Backend.attention_kernel`).
 
-        It wraps a copy of the model set to eager attention: transformers' SDPA path makes
-        ExecuTorch add masking guards that run in slow portable kernels.
+        It wraps a copy of the model whose transformers attention (the perceiver's) is the same kernel,
+        never transformers' SDPA path: that makes ExecuTorch add masking guards that run in slow portable
+        kernels.
         """
         model = copy.deepcopy(model)
-        model.config._attn_implementation = "eager"
-        module = self.wrapper(model, shapes).eval().requires_grad_(False)
+        model.config._attn_implementation = transformers_attention(attention)
+        module = self.wrapper(model, shapes, attention).eval().requires_grad_(False)
         assert_all_contiguous(module)
         return module
+
+
+def transformers_attention(kernel: AttentionKernel) -> str:
+    """The name under which transformers' attention modules call `kernel` ("eager" for the matmul form)."""
+    if kernel is matmul_attention:
+        return "eager"
+    name = f"edgetam-export:{kernel.__module__}.{kernel.__qualname__}"
+
+    def forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attention_mask: torch.Tensor | None, scaling: float, **kwargs) -> tuple[torch.Tensor, None]:
+        return kernel(query, key, value, scaling, attention_mask).transpose(1, 2), None
+
+    AttentionInterface.register(name, forward)
+    return name
+
+
+def _without_attention(wrapper: Callable[[EdgeTamVideoModel, StageShapes], nn.Module]):
+    """A wrapper with no attention of its own: the image encoder has none, the perceiver of the memory
+    encoders is transformers' module, which `build` points at the kernel through the config."""
+    return lambda model, shapes, attention: wrapper(model, shapes)
 
 
 STAGES: dict[str, StageDefinition] = {
     module.NAME: StageDefinition(module.NAME, module.spec, wrapper, module.upstream)
     for module, wrapper in (
-        (image_encoder, image_encoder.ImageEncoderStage),
+        (image_encoder, _without_attention(image_encoder.ImageEncoderStage)),
         (prompt_decoder, prompt_decoder.PromptDecoderStage),
-        (memory_encoder, memory_encoder.MemoryEncoderStage),
+        (memory_encoder, _without_attention(memory_encoder.MemoryEncoderStage)),
         (memory_attention, memory_attention.MemoryAttentionStage),
-        (mask_prompt_encoder, mask_prompt_encoder.MaskPromptEncoderStage),
+        (mask_prompt_encoder, _without_attention(mask_prompt_encoder.MaskPromptEncoderStage)),
     )
 }
 

@@ -4,6 +4,7 @@ off macOS, the ML Program inside a Core ML-delegated `.pte` through the MIL inte
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -34,10 +35,18 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+def load_llm_custom_ops() -> None:
+    """Register ExecuTorch's LLM ops (`llama::custom_sdpa`, the fused-attention recipes' kernel) with torch
+    and with the runtime, which loads no program that uses them before."""
+    importlib.import_module("executorch.extension.llm.custom_ops.custom_ops")
+
+
 class ExecuTorchRunner:
     def __init__(self, artifact: Path, spec: StageSpec) -> None:
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # a deprecation notice on import
         from executorch.runtime import Runtime
+
+        load_llm_custom_ops()
 
         self.spec = spec
         try:
