@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -31,11 +30,15 @@ KERNELS = {
     "coreml": scaled_dot_product_attention,
 }
 
-#: One tiny fused-attention recipe per backend family (Core ML's fused op needs an iOS 18 target).
-FUSED_RECIPES = {
-    "executorch": ("executorch-xnnpack-fp32", {}),
-    "onnx": ("onnx-fp32", {}),
-    "coreml": ("coreml-fp32", {"deployment_target": "iOS18"}),
+#: The tiny bundle of each backend family in each attention form: a shipped recipe's bundle from the session
+#: fixtures, or a shipped recipe with another form (Core ML's fused op needs an iOS 18 target).
+FORMS = {
+    ("executorch", "matmul"): ("executorch-xnnpack-fp32", {}),
+    ("executorch", "fused"): ("executorch-xnnpack-fp32", {"attention": "fused"}),
+    ("onnx", "matmul"): ("onnx-fp32", {"attention": "matmul"}),
+    ("onnx", "fused"): ("onnx-fp32", {}),
+    ("coreml", "matmul"): ("coreml-fp32", {}),
+    ("coreml", "fused"): ("coreml-fp32", {"attention": "fused", "deployment_target": "iOS18"}),
 }
 
 
@@ -83,14 +86,15 @@ def test_stages_with_a_fused_kernel_equal_upstream(backend, tiny_reference, tiny
 
 
 @pytest.fixture(scope="module")
-def fused_bundles(tiny_reference, data_dir, tmp_path_factory, worker_id) -> dict:
-    """Backend family -> its tiny bundle exported with fused attention (through the export's parity gate)."""
-    recipes = {
-        family: dataclasses.replace(load_recipe(name), name=f"{name}-fused", attention="fused", **overrides)
-        for family, (name, overrides) in FUSED_RECIPES.items()
-    }
-    bundles = _exported_once(tmp_path_factory, worker_id, "fused", tuple(recipes.values()), tiny_reference, data_dir)
-    return {family: bundles[recipe.name] for family, recipe in recipes.items()}
+def form_bundles(tiny_reference, data_dir, tmp_path_factory, worker_id, tiny_bundles, coreml_bundles) -> dict:
+    """(family, form) -> its tiny bundle, each through the export's parity gate."""
+    shipped = tiny_bundles | coreml_bundles
+    variants = {key: dataclasses.replace(load_recipe(name), name=f"{name}-{key[1]}", **overrides)
+                for key, (name, overrides) in FORMS.items() if overrides}
+    exported = _exported_once(tmp_path_factory, worker_id, "attention", tuple(variants.values()), tiny_reference,
+                              data_dir)
+    return {key: exported[variants[key].name] if key in variants else shipped[name]
+            for key, (name, _) in FORMS.items()}
 
 
 def _fused_ops(bundle, stage: str) -> int:
@@ -115,18 +119,13 @@ def _fused_ops(bundle, stage: str) -> int:
 ATTENTION_OPS = {"prompt_decoder": 7, "memory_attention": 4, "memory_encoder": 8, "mask_prompt_encoder": 8}
 
 
-@pytest.mark.parametrize("family", FUSED_RECIPES)
-def test_fused_bundle_passes_the_fp32_gate_with_every_attention_fused(family, fused_bundles):
-    bundle = fused_bundles[family]
-    assert bundle.manifest.recipe.attention == "fused"
+@pytest.mark.parametrize("family, form", FORMS)
+def test_each_attention_form_passes_the_fp32_gate(family, form, form_bundles):
+    bundle = form_bundles[(family, form)]
+    assert bundle.backend == family and bundle.manifest.recipe.attention == form
     assert bundle.manifest.parity["passed"] and bundle.manifest.recipe.parity.min_psnr_db == 60.0
-    assert {stage: _fused_ops(bundle, stage) for stage in ATTENTION_OPS} == ATTENTION_OPS
-
-
-def test_matmul_bundles_have_no_fused_op(tiny_bundles):
-    for bundle in tiny_bundles.values():
-        assert bundle.manifest.recipe.attention == "matmul"
-        assert all(_fused_ops(bundle, stage) == 0 for stage in ATTENTION_OPS)
+    fused = {stage: _fused_ops(bundle, stage) for stage in ATTENTION_OPS}
+    assert fused == (ATTENTION_OPS if form == "fused" else dict.fromkeys(ATTENTION_OPS, 0))
 
 
 def test_fused_attention_needs_a_target_that_has_it():

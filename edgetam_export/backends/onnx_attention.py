@@ -13,7 +13,7 @@ import onnxscript
 import torch
 import torch.nn.functional as F
 
-from edgetam_export.stages.common import fold_key_bias
+from edgetam_export.stages.common import fold_key_bias, merge_heads, split_heads
 
 
 
@@ -64,6 +64,5 @@ def multi_head_attention_kernel(
     if key_bias is not None:
         q, k, v = fold_key_bias(q, k, v, scale, key_bias)
         scale = 1.0
-    merged = [x.transpose(1, 2).flatten(2) for x in (q, k, v)]
-    out = torch.ops.edgetam.multi_head_attention(*merged, heads, scale)
-    return out.unflatten(-1, (heads, -1)).transpose(1, 2)[..., :head_dim]
+    out = torch.ops.edgetam.multi_head_attention(*(merge_heads(x) for x in (q, k, v)), heads, scale)
+    return split_heads(out, heads)[..., :head_dim]

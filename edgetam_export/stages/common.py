@@ -9,6 +9,7 @@ RoPE is real arithmetic on cos/sin tables precomputed as contiguous buffers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -25,11 +26,18 @@ AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, "to
 def matmul_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """The attention every backend lowers: two matmuls around a softmax (the recipes' `matmul` form)."""
-    logits = torch.matmul(q, k.transpose(-1, -2)) * scale
+    """The attention every backend lowers: two matmuls around a softmax (the recipes' `matmul` form).
+
+    Batched 3D matmuls over (B * H) heads: a 4D `matmul` broadcasts its operands with `expand`, which
+    ExecuTorch copies outside XNNPACK's delegate (the 64 MB attention weights of a full-size frame, twice a
+    layer: 45 of memory attention's 500 ms).
+    """
+    batch, heads = q.shape[:2]
+    q, k, v = (x.flatten(0, 1) for x in (q, k, v))
+    logits = torch.bmm(q, k.transpose(1, 2)) * scale
     if key_bias is not None:
-        logits = logits + key_bias
-    return torch.matmul(torch.softmax(logits, dim=-1), v)
+        logits = (logits.unflatten(0, (batch, heads)) + key_bias).flatten(0, 1)
+    return torch.bmm(torch.softmax(logits, dim=-1), v).unflatten(0, (batch, heads))
 
 
 def fold_key_bias(
@@ -53,7 +61,7 @@ def attend(
     key: torch.Tensor,
     value: torch.Tensor,
     key_bias: torch.Tensor | None = None,
-    rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    rope: RotaryTables | None = None,
     kernel: AttentionKernel = matmul_attention,
 ) -> torch.Tensor:
     """Multi-head attention through a transformers attention module's projections.
@@ -61,26 +69,54 @@ def attend(
     Shapes:
         query: (B, Lq, C); key, value: (B, Lk, Ckv)
         key_bias: (B, 1, 1, Lk) additive logits bias, or None
-        rope: (cos_q, sin_q, cos_k, sin_k) each (L, head_dim), or None
+        rope: the query's and key's cos/sin tables, each (L, head_dim), or None
         returns: (B, Lq, C)
     """
-    heads, head_dim = attention.num_attention_heads, attention.head_dim
-    batch = query.shape[0]
-    q = attention.q_proj(query).view(batch, -1, heads, head_dim).transpose(1, 2)
-    k = attention.k_proj(key).view(batch, -1, heads, head_dim).transpose(1, 2)
-    v = attention.v_proj(value).view(batch, -1, heads, head_dim).transpose(1, 2)
+    heads = attention.num_attention_heads
+    q, k, v = (split_heads(projection(x), heads) for projection, x in
+               ((attention.q_proj, query), (attention.k_proj, key), (attention.v_proj, value)))
     if rope is not None:
-        cos_q, sin_q, cos_k, sin_k = rope
-        q = q * cos_q + rotate_pairs(q) * sin_q
-        k = k * cos_k + rotate_pairs(k) * sin_k
-    out = kernel(q, k, v, attention.scaling, key_bias)
-    return attention.o_proj(out.transpose(1, 2).reshape(batch, -1, heads * head_dim))
+        q = q * rope.cos_q + rotate_pairs(q, rope.rotation) * rope.sin_q
+        k = k * rope.cos_k + rotate_pairs(k, rope.rotation) * rope.sin_k
+    return attention.o_proj(merge_heads(kernel(q, k, v, attention.scaling, key_bias)))
 
 
-def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
-    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): the pairwise rotation of 2D axial RoPE."""
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, L, H * D) -> (B, H, L, D); one head is a reshape (XNNPACK's, not an ExecuTorch unsqueeze_copy),
+    not a transpose the runtimes would copy."""
+    batch, length, channels = x.shape
+    return x.reshape(batch, 1, length, channels) if heads == 1 else x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, D) -> (B, L, H * D), the inverse of `split_heads`."""
+    batch, heads, length, head_dim = x.shape
+    return x.reshape(batch, length, head_dim) if heads == 1 else x.transpose(1, 2).flatten(2)
+
+
+#: (x0, x1) -> (-x1, x0) as a linear layer's (out, in) weight; a stage keeps it as a buffer (`contiguous_buffer`):
+#: XNNPACK takes a linear only when its weight is a parameter or buffer of the program.
+PAIR_ROTATION = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+
+
+class RotaryTables(NamedTuple):
+    """2D axial RoPE of one attention: cos/sin tables (L, head_dim) of queries and keys, and PAIR_ROTATION."""
+
+    cos_q: torch.Tensor
+    sin_q: torch.Tensor
+    cos_k: torch.Tensor
+    sin_k: torch.Tensor
+    rotation: torch.Tensor
+
+
+def rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): the pairwise rotation of 2D axial RoPE.
+
+    A linear layer of weight PAIR_ROTATION (exact: each output is one input times +-1 plus zeros), which
+    XNNPACK runs; indexing the pairs is an ExecuTorch select_copy outside the delegate (25 of memory
+    attention's 500 ms at full size).
+    """
+    return nn.functional.linear(x.unflatten(-1, (-1, 2)), rotation).flatten(-2)
 
 
 def contiguous_buffer(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
@@ -122,5 +158,7 @@ class AxialTable(nn.Module):
             contiguous_buffer(self, name, factor)
 
     def forward(self) -> torch.Tensor:
-        shape = (self.height, self.width, -1)
-        return torch.cat([self.first.expand(shape), self.second.expand(shape)], dim=-1).flatten(0, 1)
+        # Broadcast by multiplying with ones, not `expand`: ExecuTorch runs expand_copy outside XNNPACK's
+        # delegate (41.8 of memory attention's 412 ms at full size), a broadcasting multiply inside it.
+        ones = torch.ones(self.height, self.width, 1, dtype=self.first.dtype)
+        return torch.cat([self.first * ones, self.second * ones], dim=-1).flatten(0, 1)

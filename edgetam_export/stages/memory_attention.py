@@ -17,8 +17,10 @@ from transformers.models.edgetam_video.modeling_edgetam_video import get_1d_sine
 
 from edgetam_export.stages.common import (
     MASKED_LOGIT_BIAS,
+    PAIR_ROTATION,
     AttentionKernel,
     AxialTable,
+    RotaryTables,
     attend,
     contiguous_buffer,
     matmul_attention,
@@ -121,6 +123,7 @@ class MemoryAttentionStage(nn.Module):
         e, c = shapes.embed_size, shapes.hidden_size
         position = model.vision_encoder.neck.position_encoding((1, c, e, e), torch.device("cpu"), torch.float32)
         self.vision_positions = AxialTable(position.flatten(2).transpose(1, 2)[0], e, e)
+        contiguous_buffer(self, "pair_rotation", PAIR_ROTATION)
         contiguous_buffer(self, "temporal_table", model.memory_temporal_positional_encoding.reshape(-1, shapes.memory_dim))
 
         # Position tables are stored as row / column factors and rebuilt per call (AxialTable): baked whole
@@ -176,8 +179,10 @@ class MemoryAttentionStage(nn.Module):
         key_bias = ((1.0 - valid) * MASKED_LOGIT_BIAS)[:, None, None, :]
 
         cos_q, sin_q = self.cos_q(), self.sin_q()
-        self_rope = (cos_q, sin_q, cos_q, sin_q)
-        cross_rope = (cos_q, sin_q, self._key_rope(self.cos_k, 1.0), self._key_rope(self.sin_k, 0.0))
+        self_rope = RotaryTables(cos_q, sin_q, cos_q, sin_q, self.pair_rotation)
+        cross_rope = RotaryTables(
+            cos_q, sin_q, self._key_rope(self.cos_k, 1.0), self._key_rope(self.sin_k, 0.0), self.pair_rotation
+        )
         hidden = vision_features.flatten(2).transpose(1, 2) + 0.1 * self.vision_positions()
         for index, layer in enumerate(self.layers):
             normed = layer.layer_norm1(hidden)
