@@ -235,9 +235,11 @@ public struct RecipeRecord: Codable, Hashable, Sendable {
     public let delegate: String?
     public let computeUnits: String?
     public let deploymentTarget: String?
+    /// "matmul" or "fused" (the runtime's own attention op); absent in bundles written before recipes chose.
+    public let attention: String?
 
     enum CodingKeys: String, CodingKey {
-        case name, description, backend, precision, delegate
+        case name, description, backend, precision, delegate, attention
         case computeUnits = "compute_units", deploymentTarget = "deployment_target"
     }
 }
