@@ -17,7 +17,9 @@ from pathlib import Path
 from edgetam_export.benchmarking.profile import profile_stage
 from edgetam_export.recipes import load_recipe
 from edgetam_export.reference import random_reference
+from edgetam_export.stages.registry import stage_shapes
 from edgetam_export.verification.sample_data import default_data_dir
+from edgetam_export.verification.samples import build_cases
 
 
 def main() -> int:
@@ -32,13 +34,16 @@ def main() -> int:
     if args.out is not None and args.out.exists():
         parser.error(f"{args.out} exists; name a new file")
     reference = random_reference(seed=0, size=args.size)
-    tables = []
+    tables, cases = [], {}
     for item in args.stages:
         stage, recipe_name, *attention = item.split(":")
         recipe = load_recipe(recipe_name)
         if attention:
             recipe = dataclasses.replace(recipe, attention=attention[0])
-        profile = profile_stage(reference, recipe, stage, default_data_dir(), objects=args.objects, runs=args.runs,
+        shapes = stage_shapes(reference.video_model, recipe.shapes)
+        if shapes not in cases:  # the reference's sample inputs: minutes at full size, shared by the recipes
+            cases[shapes] = build_cases(reference, shapes, default_data_dir())
+        profile = profile_stage(reference, recipe, stage, cases[shapes], objects=args.objects, runs=args.runs,
                                 threads=args.threads)
         tables.append(profile.markdown())
         print(tables[-1] + "\n", flush=True)

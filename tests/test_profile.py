@@ -16,8 +16,9 @@ from tests.conftest import REPO
     ("executorch-xnnpack-fp32", {"XNNPACK"}, "Batch Matrix Multiply (NC, F32) GEMM"),
     ("onnx-fp32", {"onnxruntime"}, "MultiHeadAttention"),
 ])
-def test_a_profile_accounts_for_the_stage_call(tiny_reference, data_dir, recipe, where, attention_op):
-    profile = profile_stage(tiny_reference, load_recipe(recipe), "memory_attention", data_dir, runs=2)
+def test_a_profile_accounts_for_the_stage_call(tiny_reference, tiny_cases, recipe, where, attention_op):
+    profile = profile_stage(tiny_reference, load_recipe(recipe).with_shapes(max_objects=4), "memory_attention",
+                            tiny_cases, runs=2)
     names = {op.name: op for op in profile.operators}
     assert attention_op in names and names[attention_op].calls >= 4  # 2 layers x (self + cross attention)
     assert where <= {op.where for op in profile.operators}

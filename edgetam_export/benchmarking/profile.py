@@ -25,7 +25,7 @@ from edgetam_export.export import export_program
 from edgetam_export.recipes import Recipe
 from edgetam_export.reference import Reference
 from edgetam_export.stages.registry import get_stage, stage_shapes
-from edgetam_export.verification.samples import build_cases
+from edgetam_export.verification.samples import StageCase
 
 #: ETDump events that frame others (their time is the sum of what they contain).
 FRAMING_EVENTS = frozenset({"Method::execute", "DELEGATE_CALL", "OPERATOR_CALL", "Program::load_method",
@@ -70,15 +70,16 @@ class StageProfile:
         return "\n".join(lines)
 
 
-def profile_stage(reference: Reference, recipe: Recipe, stage: str, data_dir: Path | None, *, objects: int = 1,
+def profile_stage(reference: Reference, recipe: Recipe, stage: str, cases: list[StageCase], *, objects: int = 1,
                   runs: int = 3, threads: int = 2) -> StageProfile:
-    """Lower `stage` under `recipe`, run it once to warm up and `runs` times profiled on the largest sample case."""
+    """Lower `stage` under `recipe`, run it once to warm up and `runs` times profiled on the largest of `cases`
+    (`build_cases` of the recipe's stage shapes: the reference's sample inputs, built once for many profiles)."""
     backend = get_backend(recipe.backend)
     model = reference.video_model
     shapes = stage_shapes(model, recipe.shapes)
     definition = get_stage(stage)
     spec = definition.spec(shapes)
-    case = largest_cases([c for c in build_cases(reference, shapes, data_dir) if c.stage == stage])[stage]
+    case = largest_cases([c for c in cases if c.stage == stage])[stage]
     inputs = {name: value.numpy() for name, value in inputs_for_objects(case.inputs, spec, objects).items()}
     program = export_program(definition.build(model, shapes, backend.attention_kernel(recipe)), spec)
     with tempfile.TemporaryDirectory(prefix="edgetam-profile-") as folder:
