@@ -15,6 +15,7 @@ import torch
 from torch.export import ExportedProgram
 
 from edgetam_export.errors import EdgeTamExportError
+from edgetam_export.stages.common import PairRotation
 from edgetam_export.stages.program import example_inputs, export_program
 from edgetam_export.stages.spec import StageSpec
 
@@ -73,6 +74,7 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
             quantizer.set_module_name(name, config)
     else:
         quantizer.set_global(config)
+    quantizer.set_module_type(PairRotation, None)  # RoPE's exact +-1 swap: int8 would only add error and time
     observed = prepare_pt2e(module, quantizer)
     with torch.no_grad():
         for args in calls:
@@ -92,8 +94,10 @@ def int8_weight_only(program: ExportedProgram, spec: StageSpec, quantization: St
     module = program.module()
     chosen = set(quantization.selects(called_module_names(module), spec.name)) if quantization.modules else None
     graph, replaced = module.graph, 0
+    parameters = dict(module.named_parameters())
     for node in list(graph.nodes):
-        if node.target != aten.linear.default or node.args[1].op != "get_attr":
+        # Weights that are parameters only: a buffer weight is a fixed operator (RoPE's PairRotation).
+        if node.target != aten.linear.default or node.args[1].op != "get_attr" or node.args[1].target not in parameters:
             continue
         if chosen is not None and not chosen & _module_path(node):
             continue

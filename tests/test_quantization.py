@@ -411,3 +411,24 @@ def test_report_sets_reduced_precision_against_float_and_transformers():
         "- best reduced-precision bundle, 1 object(s): onnx-int8 at 1.30x transformers' video FPS (target at least 3x): **missed**",
         "- best reduced-precision bundle, 4 object(s): onnx-int8 at 3.25x transformers' video FPS (target at least 3x): **met**",
     ]
+
+
+def test_int8_schemes_leave_the_rope_pair_rotation_in_float(tiny_reference, tiny_shapes, tiny_cases):
+    """RoPE's +-1 pair swap is a linear layer (XNNPACK runs it) that no int8 scheme may round or quantize."""
+    from edgetam_export.quantization import int8_weight_only, quantize_pt2e
+    from edgetam_export.stages.registry import STAGES
+
+    stage = STAGES["memory_attention"]
+    spec = stage.spec(tiny_shapes)
+    program = export_program(stage.build(tiny_reference.video_model, tiny_shapes), spec)
+    calibration = [case.inputs for case in tiny_cases if case.stage == "memory_attention"]
+    for scheme, quantize in (("int8-dynamic", quantize_pt2e), ("int8-weights", int8_weight_only)):
+        graph = quantize(program, spec, StageQuantization(scheme, calibration)).graph
+        linears = [node for node in graph.nodes if node.target == torch.ops.aten.linear.default]
+        rotations = [node for node in linears if "pair_rotation" in str(node.meta.get("nn_module_stack"))]
+        assert len(rotations) == 8, scheme  # 2 layers x (self, cross attention) x (queries, keys)
+        for node in rotations:
+            assert not any("quantize" in str(arg.target) for arg in node.all_input_nodes), f"{scheme}: {node.args}"
+        if scheme == "int8-dynamic":  # the other linears are quantized per call
+            others = [node for node in linears if node not in rotations]
+            assert others and all(any("dequantize" in str(arg.target) for arg in node.all_input_nodes) for node in others)

@@ -76,8 +76,8 @@ def attend(
     q, k, v = (split_heads(projection(x), heads) for projection, x in
                ((attention.q_proj, query), (attention.k_proj, key), (attention.v_proj, value)))
     if rope is not None:
-        q = q * rope.cos_q + rotate_pairs(q, rope.rotation) * rope.sin_q
-        k = k * rope.cos_k + rotate_pairs(k, rope.rotation) * rope.sin_k
+        q = q * rope.cos_q + rope.rotation(q) * rope.sin_q
+        k = k * rope.cos_k + rope.rotation(k) * rope.sin_k
     return attention.o_proj(merge_heads(kernel(q, k, v, attention.scaling, key_bias)))
 
 
@@ -94,29 +94,31 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(batch, length, head_dim) if heads == 1 else x.transpose(1, 2).flatten(2)
 
 
-#: (x0, x1) -> (-x1, x0) as a linear layer's (out, in) weight; a stage keeps it as a buffer (`contiguous_buffer`):
-#: XNNPACK takes a linear only when its weight is a parameter or buffer of the program.
-PAIR_ROTATION = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+class PairRotation(nn.Module):
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): the pairwise rotation of 2D axial RoPE.
+
+    A linear layer of weight [[0, -1], [1, 0]] on the pairs (exact: each output is one input times +-1 plus
+    zeros), kept as a buffer: XNNPACK takes a linear only when its weight is a parameter or buffer of the
+    program. Indexing the pairs was an ExecuTorch select_copy outside the delegate (20 of memory attention's
+    454 ms at full size). A module of its own so that int8 schemes leave it in float (`quantization`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        contiguous_buffer(self, "weight", torch.tensor([[0.0, -1.0], [1.0, 0.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x.unflatten(-1, (-1, 2)), self.weight).flatten(-2)
 
 
 class RotaryTables(NamedTuple):
-    """2D axial RoPE of one attention: cos/sin tables (L, head_dim) of queries and keys, and PAIR_ROTATION."""
+    """2D axial RoPE of one attention: cos/sin tables (L, head_dim) of queries and keys, and the pair rotation."""
 
     cos_q: torch.Tensor
     sin_q: torch.Tensor
     cos_k: torch.Tensor
     sin_k: torch.Tensor
-    rotation: torch.Tensor
-
-
-def rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): the pairwise rotation of 2D axial RoPE.
-
-    A linear layer of weight PAIR_ROTATION (exact: each output is one input times +-1 plus zeros), which
-    XNNPACK runs; indexing the pairs is an ExecuTorch select_copy outside the delegate (25 of memory
-    attention's 500 ms at full size).
-    """
-    return nn.functional.linear(x.unflatten(-1, (-1, 2)), rotation).flatten(-2)
+    rotation: PairRotation
 
 
 def contiguous_buffer(module: nn.Module, name: str, tensor: torch.Tensor) -> None:

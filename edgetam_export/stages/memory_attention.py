@@ -17,9 +17,9 @@ from transformers.models.edgetam_video.modeling_edgetam_video import get_1d_sine
 
 from edgetam_export.stages.common import (
     MASKED_LOGIT_BIAS,
-    PAIR_ROTATION,
     AttentionKernel,
     AxialTable,
+    PairRotation,
     RotaryTables,
     attend,
     contiguous_buffer,
@@ -123,7 +123,7 @@ class MemoryAttentionStage(nn.Module):
         e, c = shapes.embed_size, shapes.hidden_size
         position = model.vision_encoder.neck.position_encoding((1, c, e, e), torch.device("cpu"), torch.float32)
         self.vision_positions = AxialTable(position.flatten(2).transpose(1, 2)[0], e, e)
-        contiguous_buffer(self, "pair_rotation", PAIR_ROTATION)
+        self.pair_rotation = PairRotation()
         contiguous_buffer(self, "temporal_table", model.memory_temporal_positional_encoding.reshape(-1, shapes.memory_dim))
 
         # Position tables are stored as row / column factors and rebuilt per call (AxialTable): baked whole
