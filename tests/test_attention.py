@@ -15,7 +15,6 @@ import torch
 
 from edgetam_export.backends import get_backend
 from edgetam_export.backends.coreml import scaled_dot_product_attention
-from edgetam_export.backends.executorch import custom_sdpa_attention
 from edgetam_export.backends.onnx_attention import multi_head_attention_kernel
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.recipes import load_recipe, recipe_from_dict
@@ -24,8 +23,9 @@ from edgetam_export.stages.registry import STAGES
 from edgetam_export.verification.parity import psnr_db
 from tests.conftest import _exported_once
 
-KERNELS = {
-    "executorch": custom_sdpa_attention,
+KERNELS = {  # ExecuTorch's through the backend, which registers torch.ops.llama first
+    "executorch": get_backend("executorch").attention_kernel(
+        dataclasses.replace(load_recipe("executorch-xnnpack-fp32"), attention="fused")),
     "onnx": multi_head_attention_kernel,
     "coreml": scaled_dot_product_attention,
 }
@@ -63,7 +63,8 @@ def test_fused_kernel_equals_matmul_with_a_per_object_key_bias(backend, queries,
 def test_folding_the_key_bias_keeps_the_logits():
     q, k, v = (_heads(2, 3, length, 4, seed) for seed, length in enumerate((5, 6, 6)))
     bias = torch.randn(2, 1, 1, 6)
-    fq, fk, fv = fold_key_bias(q, k, v, 0.5, bias)
+    fq, fk, fv, scale = fold_key_bias(q, k, v, 0.5, bias)
+    assert scale == 1.0 and fold_key_bias(q, k, v, 0.5, None) == (q, k, v, 0.5)
     torch.testing.assert_close(fq @ fk.transpose(-1, -2), 0.5 * q @ k.transpose(-1, -2) + bias)
     assert torch.equal(fv[..., :4], v) and not fv[..., 4].any()
 

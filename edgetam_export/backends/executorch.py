@@ -41,11 +41,8 @@ def custom_sdpa_attention(
     folded into the heads. Built for a KV cache, without a mask it reads keys [0, start_pos + Lq):
     start_pos = Lk - Lq makes that every key; with fewer keys than queries a zero mask does.
     """
-    load_llm_custom_ops()
     head_dim = v.shape[-1]
-    if key_bias is not None:
-        q, k, v = fold_key_bias(q, k, v, scale, key_bias)
-        scale = 1.0
+    q, k, v, scale = fold_key_bias(q, k, v, scale, key_bias)
     queries, keys = q.shape[2], k.shape[2]
     mask = torch.zeros(queries, keys, dtype=q.dtype) if keys < queries else None
     out = torch.ops.llama.custom_sdpa(
@@ -63,7 +60,10 @@ class ExecuTorchBackend(Backend):
     def fused_attention(self, recipe: Recipe) -> AttentionKernel:
         """llama::custom_sdpa on CPU delegates (it runs as an ExecuTorch kernel beside XNNPACK's
         partitions); a Core ML-delegated program is lowered whole, so it takes Core ML's SDPA."""
-        return fused_attention_for(recipe) if recipe.delegate == "coreml" else custom_sdpa_attention
+        if recipe.delegate == "coreml":
+            return fused_attention_for(recipe)
+        load_llm_custom_ops()  # torch.ops.llama, traced by the kernel
+        return custom_sdpa_attention
 
     def lower(self, program: ExportedProgram, spec: StageSpec, recipe: Recipe, artifact: Path,
               quantization: StageQuantization | None = None) -> dict:

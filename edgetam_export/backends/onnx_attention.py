@@ -61,8 +61,6 @@ def multi_head_attention_kernel(
     """An `AttentionKernel` through `edgetam::multi_head_attention`; a key bias is folded into the heads
     (a mask would take the kernel off its flash path)."""
     head_dim, heads = v.shape[-1], q.shape[1]
-    if key_bias is not None:
-        q, k, v = fold_key_bias(q, k, v, scale, key_bias)
-        scale = 1.0
+    q, k, v, scale = fold_key_bias(q, k, v, scale, key_bias)
     out = torch.ops.edgetam.multi_head_attention(*(merge_heads(x) for x in (q, k, v)), heads, scale)
     return split_heads(out, heads)[..., :head_dim]

@@ -48,18 +48,21 @@ def matmul_attention(
 
 
 def fold_key_bias(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_bias: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The same attention with scale 1 and no bias: one more channel per head ([scale * q, 1] . [k, bias]).
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The same attention with no bias: one more channel per head ([scale * q, 1] . [k, bias]) and scale 1.
 
     Fused kernels take at most one mask for the whole batch, and ONNX Runtime's flash path none; the
-    key bias here differs per object. v gets a zero channel so every head keeps one size; drop it after.
+    key bias here differs per object. v gets a zero channel so every head keeps one size; a kernel drops it
+    after (`[..., :head_dim]`). Without a bias, the inputs come back as they are.
     """
+    if key_bias is None:
+        return q, k, v, scale
     heads, keys = k.shape[1], k.shape[2]
     q = torch.cat([q * scale, torch.ones_like(q[..., :1])], dim=-1)
     k = torch.cat([k, key_bias.transpose(-1, -2).expand(-1, heads, keys, 1)], dim=-1)
     v = torch.cat([v, torch.zeros_like(v[..., :1])], dim=-1)
-    return q, k, v
+    return q, k, v, 1.0
 
 
 def attend(
