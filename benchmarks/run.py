@@ -1,12 +1,14 @@
-"""Standard benchmark matrix: export the full-size model for each CPU recipe (fp32 and int8, ExecuTorch and
-ONNX Runtime), benchmark them side by side with eager PyTorch in one process, and write
-benchmarks/results/<name>.json and benchmarks/REPORT.md. The int8 exports run their quality gates (a
-200-frame tracking session each), so the whole matrix takes over an hour on 2 cores.
+"""Standard benchmark matrix: export the full-size model for each CPU recipe (fp32, int8 and bf16; ExecuTorch on
+XNNPACK and OpenVINO, ONNX Runtime), benchmark them side by side with eager PyTorch in one process, and write
+benchmarks/results/<name>.json and benchmarks/REPORT.md. The reduced-precision exports run their quality gates (a
+200-frame tracking session each; transformers' side is run once for all of them), so the whole matrix takes over
+an hour on 2 cores; `--gate-frames` shortens the sessions and the manifests record it.
 Bundles are always exported by this process (into --models, replacing earlier bench bundles), so the
 report's export times are measured in the same run as its latencies.
 
     python benchmarks/run.py                      # full size, every recipe below
     python benchmarks/run.py --recipes onnx-fp32 onnx-int8
+    python benchmarks/run.py --gate-frames 50 --runs 5 --video-frames 12 --objects 1,4
     python benchmarks/run.py --size tiny --name smoke --video-frames 5
     python benchmarks/run.py --recipes executorch-xnnpack-fp32 --objects 1,4 --kit \
         --name cpu-2core-xnnpack-kit --report REPORT-xnnpack-kit.md
@@ -37,7 +39,7 @@ from edgetam_export.reference import random_reference
 from edgetam_export.verification.sample_data import default_data_dir
 
 HERE = Path(__file__).resolve().parent
-RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32", "executorch-xnnpack-int8", "onnx-int8")
+RECIPES = ("executorch-xnnpack-fp32", "onnx-fp32", "executorch-xnnpack-int8", "onnx-int8", "executorch-openvino-bf16")
 
 
 def main() -> None:
@@ -51,6 +53,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), help="recipes to export and benchmark")
     parser.add_argument("--objects", default="1,2,4,8", help="object counts for video FPS")
     parser.add_argument("--report", default="REPORT.md", help="Markdown report to write in benchmarks/")
+    parser.add_argument("--gate-frames", type=int, default=None,
+                        help="frames of the reduced-precision recipes' tracking gates (default: the recipes' 200)")
     parser.add_argument("--kit", action="store_true", help="also time ExecuTorch XNNPACK bundles with edgetam-kit")
     args = parser.parse_args()
     object_counts = tuple(int(count) for count in args.objects.split(","))
@@ -62,7 +66,9 @@ def main() -> None:
     for recipe in args.recipes:
         out = args.models / f"bench-{args.size}-{recipe}"
         started = time.perf_counter()
-        export_bundle(reference, load_recipe(recipe), out, data_dir=data_dir, progress=print, overwrite=True)
+        chosen = load_recipe(recipe)
+        chosen = chosen.with_gate_frames(args.gate_frames) if chosen.tracking_gate else chosen
+        export_bundle(reference, chosen, out, data_dir=data_dir, progress=print, overwrite=True)
         export_seconds[recipe] = round(time.perf_counter() - started, 1)
         print(f"exported {out} in {export_seconds[recipe]:.0f} s")
         read_bundle(out)

@@ -131,14 +131,17 @@ def test_bench_writes_a_device_run_that_bench_import_merges(kit, bundle, video, 
 
 
 @pytest.fixture(scope="module")
-def fused_bundle(bundle, tmp_path_factory) -> Path:
-    """The tiny ExecuTorch bundle as its fused-attention export would describe itself (llama::custom_sdpa)."""
-    copy = tmp_path_factory.mktemp("fused") / "bundle"
-    shutil.copytree(bundle, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["recipe"]["attention"] = "fused"
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    return copy
+def redescribed_bundles(bundle, tmp_path_factory) -> dict[str, Path]:
+    """The tiny ExecuTorch bundle as exports that need kernels edgetam-kit does not link would describe it: fused
+    attention (llama::custom_sdpa) and the OpenVINO delegate."""
+    copies = {}
+    for place, field, value in (("FUSEDBUNDLE", "attention", "fused"), ("OPENVINOBUNDLE", "delegate", "openvino")):
+        copy = copies[place] = tmp_path_factory.mktemp(place.lower()) / "bundle"
+        shutil.copytree(bundle, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["recipe"][field] = value
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copies
 
 
 @pytest.mark.parametrize("args, message", [
@@ -158,9 +161,10 @@ def fused_bundle(bundle, tmp_path_factory) -> Path:
     (["bench", "BUNDLE", "--out", "OUT", "--objects", "1,x", "--video", "VIDEO"], "--objects"),
     (["bench", "ONNXBUNDLE", "--out", "OUT", "--video", "VIDEO"], "'onnx-fp32' is a onnx bundle; export an executorch-xnnpack recipe"),
     (["bench", "FUSEDBUNDLE", "--out", "OUT", "--video", "VIDEO"], "does not link; export it with attention = \"matmul\""),
+    (["bench", "OPENVINOBUNDLE", "--out", "OUT", "--video", "VIDEO"], "delegates to OpenVINO, which edgetam-kit does not link"),
     (["convert"], "no such command"),
 ])
-def test_bad_input_is_one_error_line_and_nothing_written(kit, bundle, fused_bundle, video, tiny_bundles, data_dir, tmp_path,
+def test_bad_input_is_one_error_line_and_nothing_written(kit, bundle, redescribed_bundles, video, tiny_bundles, data_dir, tmp_path,
                                                          args, message):
     user_folder = tmp_path / "mine"
     user_folder.mkdir()
@@ -169,7 +173,7 @@ def test_bad_input_is_one_error_line_and_nothing_written(kit, bundle, fused_bund
     Image.fromarray(np.zeros((540, 960), dtype=np.uint8)).save(tmp_path / "empty.png")
     places = {"IMAGE": data_dir / "images" / "truck.jpg", "BUNDLE": bundle, "OUT": tmp_path / "out", "VIDEO": video,
               "USERFOLDER": user_folder, "USERFILE": tmp_path / "results.json", "EMPTYMASK": tmp_path / "empty.png",
-              "ONNXBUNDLE": tiny_bundles["onnx-fp32"].path, "FUSEDBUNDLE": fused_bundle, "missing": tmp_path / "missing"}
+              "ONNXBUNDLE": tiny_bundles["onnx-fp32"].path, "missing": tmp_path / "missing", **redescribed_bundles}
     before = sorted(p.name for p in tmp_path.iterdir())
     ran = run_kit(kit, *[str(places[a]) if a in places else a.format(**places) for a in args])
     assert ran.returncode == 2, ran.stdout + ran.stderr

@@ -1,5 +1,6 @@
-"""ExecuTorch backend: `.pte` programs, delegated to XNNPACK, to Core ML, or on portable kernels only; the
-same files run on Android / iOS, and here in `edgetam_export.runtime.runners.executorch`.
+"""ExecuTorch backend: `.pte` programs, delegated to XNNPACK, to Core ML, to OpenVINO, or on portable kernels
+only; the XNNPACK and Core ML files run on Android / iOS, the OpenVINO ones on Intel CPUs, and all of them here
+in `edgetam_export.runtime.runners.executorch`.
 
 A Core ML-delegated program is lowered whole (one Core ML partition, nothing left to portable kernels),
 so off macOS its single delegated ML Program can be taken out of the `.pte` and evaluated with the
@@ -8,9 +9,11 @@ MIL interpreter, as `.mlpackage` bundles are; on macOS the ExecuTorch runtime ru
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from collections import Counter
-
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 
     from edgetam_export.recipes import Recipe
 
-DELEGATES = ("xnnpack", "coreml", None)
+DELEGATES = ("xnnpack", "coreml", "openvino", None)
 
 
 def custom_sdpa_attention(
@@ -101,19 +104,27 @@ class ExecuTorchBackend(Backend):
             partitioners.append(_coreml_partitioner(recipe))
             facts |= {"precision": recipe.precision, "deployment_target": recipe.deployment_target or "iOS17",
                       "compute_units": recipe.compute_units or "ALL"}
+        elif recipe.delegate == "openvino":
+            partitioners.append(_openvino_partitioner(recipe))
+            facts |= {"precision": recipe.precision, "openvino": version("openvino")}
         edge = to_edge_transform_and_lower(program, partitioner=partitioners)
         delegated, portable_kinds = count_delegation(edge.exported_program().graph_module)
         portable = sum(portable_kinds.values())
-        if recipe.delegate == "coreml" and (delegated, portable) != (1, 0):
+        # Core ML: so the MIL interpreter can check the program off macOS. OpenVINO: its delegate returns
+        # objects-axis outputs at their upper bound (the runner cuts them), which no portable kernel may read.
+        if recipe.delegate in ("coreml", "openvino") and (delegated, portable) != (1, 0):
             raise EdgeTamExportError(
-                f"{spec.name}: Core ML took {delegated} partitions and left {portable} operators to portable "
-                "kernels; the executorch-coreml recipes need the whole stage in one Core ML partition"
+                f"{spec.name}: {recipe.delegate} took {delegated} partitions and left {portable} operators to portable "
+                f"kernels ({', '.join(portable_kinds)}); the recipe needs the whole stage in one partition"
             )
         artifact.write_bytes(edge.to_executorch().buffer)
         return facts | {"delegated_partitions": delegated, "portable_ops": portable, "portable_op_kinds": portable_kinds}
 
     def versions(self) -> dict[str, str]:
-        return {"executorch": version("executorch")}
+        try:
+            return {"executorch": version("executorch"), "openvino": version("openvino")}
+        except PackageNotFoundError:
+            return {"executorch": version("executorch")}
 
 
 def _coreml_partitioner(recipe: Recipe):
@@ -128,6 +139,66 @@ def _coreml_partitioner(recipe: Recipe):
         compute_unit=getattr(ct.ComputeUnit, recipe.compute_units or "ALL"),
     )
     return CoreMLPartitioner(compile_specs=specs, lower_full_graph=True)
+
+
+#: Recipe precision -> what OpenVINO's CPU plugin must offer to compile it (it picks bf16 by itself on CPUs with
+#: AVX512-BF16 or AMX, and the ExecuTorch partitioner passes it no precision hint).
+OPENVINO_PRECISIONS = {"bf16": "BF16"}
+
+
+def openvino_cpu_capabilities() -> list[str]:
+    """What OpenVINO's CPU plugin can compute in on this machine (e.g. FP32, BF16, INT8)."""
+    import openvino
+
+    return list(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def _openvino_partitioner(recipe: Recipe):
+    """ExecuTorch's OpenVINO partitioner, compiling for this machine's CPU.
+
+    The program holds OpenVINO's compiled model, whose precision is the exporting CPU's default: bf16 where it has
+    AVX512-BF16 or AMX, so a bf16 recipe is refused elsewhere rather than silently exported in fp32. The package
+    `executorch.backends.openvino` imports its LLM quantizer first (nncf, pytorch_tokenizers: weight compression
+    this project does not use), so the partitioner is imported under a bare package of the same path.
+    """
+    try:
+        capabilities = openvino_cpu_capabilities()
+    except ImportError:
+        raise EdgeTamExportError(
+            f"recipe '{recipe.name}' needs OpenVINO; install it with pip install 'openvino>=2025.1,<2026'"
+        ) from None
+    needed = OPENVINO_PRECISIONS.get(recipe.precision)
+    if needed is None:
+        raise EdgeTamExportError(
+            f"recipe '{recipe.name}': OpenVINO recipes take precision {', '.join(OPENVINO_PRECISIONS)}, "
+            f"not '{recipe.precision}'"
+        )
+    if needed not in capabilities:
+        raise EdgeTamExportError(
+            f"recipe '{recipe.name}' needs a CPU that computes in {recipe.precision} (AVX512-BF16 or AMX); this one "
+            f"offers {', '.join(capabilities)}: export it on such a machine or use executorch-xnnpack-fp32"
+        )
+    name = "executorch.backends.openvino"
+    if name not in sys.modules:
+        backends = importlib.import_module("executorch.backends")
+        package = types.ModuleType(name)
+        package.__path__ = [str(Path(backends.__path__[0]) / "openvino")]
+        sys.modules[name] = package
+    from executorch.backends.openvino.partitioner import OpenvinoPartitioner
+    from executorch.exir.backend.compile_spec_schema import CompileSpec
+
+    class WholeStageOpenvinoPartitioner(OpenvinoPartitioner):
+        """Takes the objects axis' size arithmetic (`sym_size`, int mul) into the partition too: left outside, it
+        hands the partition SymInt inputs, which ExecuTorch 1.5.1's OpenVINO preprocess cannot compile."""
+
+        def capture_nncf_patterns(self, graph_module: torch.fx.GraphModule) -> None:
+            super().capture_nncf_patterns(graph_module)
+            self._enabled_ops_by_name.update(
+                node.name for node in graph_module.graph.nodes
+                if node.op == "call_function" and isinstance(node.meta.get("val"), torch.SymInt)
+            )
+
+    return WholeStageOpenvinoPartitioner([CompileSpec("device", b"CPU")])
 
 
 def count_delegation(graph_module: torch.fx.GraphModule) -> tuple[int, dict[str, int]]:

@@ -20,9 +20,9 @@ def _stage_table(results: dict) -> tuple[list[str], dict]:
         "| stage | runtime | p50 ms | p90 ms | vs eager | vs ONNX Runtime | GFLOP | GFLOP/s | % of fp32 peak |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    # An int8 stage does other arithmetic than the fp32 FMAs the peak counts: no share of that peak for it.
-    quantized = {(b["runtime"], stage): artifact["quantization"] for b in results.get("bundles", [])
-                 for stage, artifact in b.get("artifacts", {}).items() if artifact.get("quantization")}
+    # An int8 or bf16 stage does other arithmetic than the fp32 FMAs the peak counts: no share of that peak for it.
+    quantized = {(b["runtime"], stage): scheme for b in results.get("bundles", [])
+                 for stage, scheme in reduced_schemes(b).items()}
     for stage, runtimes in by_stage.items():
         eager = runtimes.get(EAGER, {}).get("p50_ms")
         ort = runtimes.get(ONNX_RUNTIME, {}).get("p50_ms")
@@ -41,6 +41,18 @@ def _stage_table(results: dict) -> tuple[list[str], dict]:
         baseline = f"; eager baseline: {eager['baseline']}" if "baseline" in eager else ""
         lines.append(f"- {stage}: {next(iter(runtimes.values()))['case']}{baseline}")
     return lines, by_stage
+
+
+def reduced_schemes(bundle: dict) -> dict[str, str]:
+    """Stage -> the reduced arithmetic it runs in: its int8 scheme, or the recipe's precision where not fp32."""
+    precision = bundle["recipe"].get("precision", "fp32")
+    return {stage: artifact.get("quantization") or precision for stage, artifact in bundle.get("artifacts", {}).items()
+            if artifact.get("quantization") or precision != "fp32"}
+
+
+def is_reduced(bundle: dict) -> bool:
+    """Whether a bundle's recipe asks for anything but fp32 arithmetic (int8 schemes, bf16, fp16)."""
+    return bool(bundle["recipe"].get("quantization")) or bundle["recipe"].get("precision", "fp32") != "fp32"
 
 
 def _percent_of_peak(fraction: float) -> str:
@@ -181,7 +193,7 @@ def targets(results: dict, by_stage: dict, fps: dict) -> list[str]:
     """The product targets, each with the measured ratio and whether it is met. Stage latencies and the share of
     the fp32 peak compare float bundles only (equal arithmetic); reduced precision has its own targets."""
     lines = []
-    quantized = {b["runtime"] for b in results["bundles"] if b["recipe"].get("quantization")}
+    quantized = {b["runtime"] for b in results["bundles"] if is_reduced(b)}
     exported = [r for r in {r for e in by_stage.values() for r in e} if r not in (EAGER, ONNX_RUNTIME, *quantized)]
     for stage, runtimes in by_stage.items():
         candidates = [runtimes[r] for r in exported if r in runtimes]
@@ -225,7 +237,7 @@ def float_sibling(bundle: dict, bundles: list[dict]) -> dict | None:
     recipe = bundle["recipe"]
     for other in bundles:
         theirs = other["recipe"]
-        if (not theirs.get("quantization") and theirs["backend"] == recipe["backend"]
+        if (not is_reduced(other) and theirs["backend"] == recipe["backend"]
                 and theirs.get("delegate") == recipe.get("delegate")):
             return other
     return None
@@ -235,7 +247,7 @@ def reduced_precision(results: dict, by_stage: dict, fps: dict) -> tuple[list[st
     """(report section, target lines) for the bundles of reduced-precision recipes: per stage the scheme it
     kept (or why it fell back), size and latency against the float bundle of the same backend, and the quality
     the gates measured against the fp32 reference; then the whole-use gates."""
-    reduced = [b for b in results["bundles"] if b["recipe"].get("quantization")]
+    reduced = [b for b in results["bundles"] if is_reduced(b)]
     if not reduced:
         return [], []
     lines: list[str] = []
@@ -246,9 +258,10 @@ def reduced_precision(results: dict, by_stage: dict, fps: dict) -> tuple[list[st
         runtime, sibling = bundle["runtime"], float_sibling(bundle, results["bundles"])
         summary = (bundle.get("parity") or {}).get("summary", {})
         total = sum(a["size_bytes"] for a in bundle["artifacts"].values())
+        schemes = reduced_schemes(bundle)
         for stage, artifact in bundle["artifacts"].items():
             scheme = artifact.get("quantization") or ("float (fallback: " + artifact["quantization_fallback"] + ")"
-                                                      if "quantization_fallback" in artifact else "float")
+                                                      if "quantization_fallback" in artifact else schemes.get(stage, "float"))
             if artifact.get("quantized_modules"):
                 scheme += " of " + ", ".join(f"`{pattern}`" for pattern in artifact["quantized_modules"])
             size = f"{artifact['size_bytes'] / 1e6:.1f}"

@@ -121,6 +121,38 @@ class PairRotation(nn.Module):
         return nn.functional.linear(x.unflatten(-1, (-1, 2)), self.weight).flatten(-2)
 
 
+class BilinearUpsample(nn.Module):
+    """`F.interpolate(x, size=(out, out), mode="bilinear", align_corners=False)` of square maps, as two linear
+    layers whose weights hold the interpolation: each output is the same two-tap sum per axis (equal to
+    PyTorch's to fp32 rounding).
+
+    ExecuTorch keeps `upsample_bilinear2d` outside XNNPACK when the objects axis makes its output dynamic (8.6 ms of
+    the full-size memory encoder on a portable kernel), and its OpenVINO partitioner refuses the op; a linear
+    every delegate takes. The weights are buffers, so int8 schemes leave them in float (`quantization`).
+    """
+
+    def __init__(self, size_in: int, size_out: int) -> None:
+        super().__init__()
+        # PyTorch's source index for align_corners=False: (dst + 0.5) * in / out - 0.5, clamped at 0.
+        source = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5).clamp_min(0)
+        low = source.floor().long().clamp_max(size_in - 1)
+        high = (low + 1).clamp_max(size_in - 1)
+        weight = torch.zeros(size_out, size_in, dtype=torch.float64)
+        rows = torch.arange(size_out)
+        weight.index_put_((rows, low), 1 - (source - low), accumulate=True)
+        weight.index_put_((rows, high), source - low, accumulate=True)
+        contiguous_buffer(self, "weight", weight.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        columns = nn.functional.linear(x, self.weight)  # (..., in, out)
+        return nn.functional.linear(columns.transpose(-1, -2), self.weight).transpose(-1, -2)
+
+
+#: Fixed operators written as linear layers with buffer weights: int8 schemes leave them in float (int8 would
+#: only add error and time to an exact rotation or an interpolation).
+FIXED_LINEARS = (PairRotation, BilinearUpsample)
+
+
 class RotaryTables(NamedTuple):
     """2D axial RoPE of one attention: cos/sin tables (L, head_dim) of queries and keys, and the pair rotation."""
 

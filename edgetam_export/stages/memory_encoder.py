@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import EdgeTamVideoModel
 
-from edgetam_export.stages.common import contiguous_buffer
+from edgetam_export.stages.common import BilinearUpsample, contiguous_buffer
 from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
 
 NAME = "memory_encoder"
@@ -82,7 +82,7 @@ class MemoryEncoderStage(nn.Module):
         self.memory_encoder = model.memory_encoder
         self.spatial_perceiver = model.spatial_perceiver
         self.occlusion_embedding = model.occlusion_spatial_embedding_parameter
-        self.image_size = shapes.image_size
+        self.upsample = BilinearUpsample(shapes.low_res_mask_size, shapes.image_size)
         self.mask_scale = float(config.sigmoid_scale_for_mem_enc)
         self.mask_bias = float(config.sigmoid_bias_for_mem_enc)
         perceiver = model.spatial_perceiver
@@ -127,9 +127,7 @@ class MemoryEncoderStage(nn.Module):
         object_score_logits: torch.Tensor,
         mask_is_binary: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        high_res = F.interpolate(
-            mask_logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
-        )
+        high_res = self.upsample(mask_logits)
         binary = mask_is_binary.reshape(-1, 1, 1, 1)
         mask = binary * (high_res > 0).to(high_res.dtype) + (1.0 - binary) * torch.sigmoid(high_res)
         return self.encode(vision_features, mask, object_score_logits)

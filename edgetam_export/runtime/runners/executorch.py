@@ -64,6 +64,7 @@ class ExecuTorchRunner:
         import torch
 
         tensors = [torch.from_numpy(a if a.flags.writeable else a.copy()) for a in ordered_inputs(self.spec, inputs)]
+        objects = self.spec.check_inputs(inputs)
         outputs = self._method.execute(tensors)
         if len(outputs) != len(self.spec.outputs):
             raise EdgeTamExportError(
@@ -71,7 +72,10 @@ class ExecuTorchRunner:
                 f"{len(self.spec.outputs)} ({', '.join(self.spec.output_names)}); the artifact does not match the "
                 "manifest: re-export the bundle"
             )
-        return {t.name: o.numpy() for t, o in zip(self.spec.outputs, outputs)}
+        # ExecuTorch 1.5.1's OpenVINO delegate fills an objects-axis output (the leading axis of every stage) at
+        # its upper bound, max_objects rows, without resizing it: the rows past the objects given are not results.
+        return {t.name: o.numpy()[:objects] if t.has_objects_axis() else o.numpy()
+                for t, o in zip(self.spec.outputs, outputs)}
 
 
 #: ExecuTorch's ScalarType codes of the dtypes a stage contract uses.

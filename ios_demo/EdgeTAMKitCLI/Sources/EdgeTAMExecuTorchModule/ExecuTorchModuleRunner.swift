@@ -18,6 +18,9 @@ public final class ExecuTorchModuleRunner: StageRunner, @unchecked Sendable {
         guard bundle.manifest.recipe.delegate != "coreml" else {  // the wheel's runtime has no Core ML backend
             throw EdgeTAMError.runnerFailed(stage: stage, reason: "'\(bundle.manifest.recipe.name)' delegates to Core ML, which runs on Apple platforms only; export an executorch-xnnpack recipe")
         }
+        guard bundle.manifest.recipe.delegate != "openvino" else {  // an Intel CPU backend, not in the phone runtimes
+            throw EdgeTAMError.runnerFailed(stage: stage, reason: "'\(bundle.manifest.recipe.name)' delegates to OpenVINO, which edgetam-kit does not link; export an executorch-xnnpack recipe")
+        }
         guard bundle.manifest.recipe.attention != "fused" else {  // llama::custom_sdpa lives in the LLM kernels
             throw EdgeTAMError.runnerFailed(stage: stage, reason: "'\(bundle.manifest.recipe.name)' computes attention with ExecuTorch's LLM kernel llama::custom_sdpa, which edgetam-kit does not link; export it with attention = \"matmul\"")
         }
