@@ -15,7 +15,7 @@ import torch
 from torch.export import ExportedProgram
 
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.stages.common import FIXED_LINEARS
+from edgetam_export.stages.common import FIXED_LINEARS, PairRotation
 from edgetam_export.stages.program import example_inputs, export_program
 from edgetam_export.stages.spec import StageSpec
 
@@ -67,7 +67,7 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
             raise EdgeTamExportError(f"{spec.name}: static int8 needs calibration inputs (sample pictures)")
         calls = [example_inputs(spec)]  # dynamic: one call so the weight observers see the weights
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    module = program.module()
+    module = _rotations_as_slices(program.module())
     quantizer = XNNPACKQuantizer()
     if quantization.modules:
         for name in quantization.selects(called_module_names(module), spec.name):
@@ -81,6 +81,35 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
         for args in calls:
             observed(*args)
     return export_program(convert_pt2e(observed), spec)
+
+
+def _rotations_as_slices(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """RoPE's pair rotation (`PairRotation`, a float linear) rewritten as slices, a negation and a concatenation.
+
+    Between the quantized projections, that float linear makes XNNPACK's partitioners (the dynamically quantized
+    one and the general one) propose partitions with dependency cycles, which ExecuTorch refuses; the fp32 programs
+    keep the linear, which XNNPACK runs in its delegate where the slices would run on portable kernels.
+    """
+    aten = torch.ops.aten
+    rotation = f"{PairRotation.__module__}.{PairRotation.__qualname__}"
+    for node in list(module.graph.nodes):
+        stack = (node.meta.get("nn_module_stack") or {}).values()
+        if node.target != aten.linear.default or not any(str(kind).endswith(rotation) or kind is PairRotation
+                                                         for _, kind in stack):
+            continue
+        pairs = node.args[0]  # (..., D / 2, 2): the rotation swaps and negates within each pair
+        with module.graph.inserting_before(node):
+            second = module.graph.call_function(aten.slice.Tensor, (pairs, -1, 1, 2))
+            first = module.graph.call_function(aten.slice.Tensor, (pairs, -1, 0, 1))
+            negated = module.graph.call_function(aten.neg.default, (second,))
+            rotated = module.graph.call_function(aten.cat.default, ([negated, first], -1))
+        for new in (second, first, negated, rotated):
+            new.meta["nn_module_stack"] = node.meta.get("nn_module_stack", {})
+        node.replace_all_uses_with(rotated)
+        module.graph.erase_node(node)
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    return module
 
 
 def int8_weight_only(program: ExportedProgram, spec: StageSpec, quantization: StageQuantization) -> ExportedProgram:
