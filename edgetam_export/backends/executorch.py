@@ -165,7 +165,7 @@ def _openvino_partitioner(recipe: Recipe):
         capabilities = openvino_cpu_capabilities()
     except ImportError:
         raise EdgeTamExportError(
-            f"recipe '{recipe.name}' needs OpenVINO; install it with pip install 'openvino>=2025.1,<2026'"
+            f"recipe '{recipe.name}' needs OpenVINO; install the export extra (pip install -e '.[export]': openvino==2025.3.0)"
         ) from None
     needed = OPENVINO_PRECISIONS.get(recipe.precision)
     if needed is None:

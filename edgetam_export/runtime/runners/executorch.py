@@ -63,8 +63,9 @@ class ExecuTorchRunner:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        tensors = [torch.from_numpy(a if a.flags.writeable else a.copy()) for a in ordered_inputs(self.spec, inputs)]
-        objects = self.spec.check_inputs(inputs)
+        arrays = ordered_inputs(self.spec, inputs)
+        tensors = [torch.from_numpy(a if a.flags.writeable else a.copy()) for a in arrays]
+        objects = next((a.shape[0] for t, a in zip(self.spec.inputs, arrays) if t.has_objects_axis()), None)
         outputs = self._method.execute(tensors)
         if len(outputs) != len(self.spec.outputs):
             raise EdgeTamExportError(
