@@ -81,7 +81,7 @@ def export_bundle(
     """
     backend = get_backend(recipe.backend)
     check_quantization(recipe, backend)
-    attention = backend.attention_kernel(recipe)
+    form = backend.stage_form(recipe)
     check_target(Path(out), BUNDLE, overwrite)
     data_dir = check_data_dir(data_dir) or default_data_dir()
     if data_dir is None:
@@ -100,7 +100,7 @@ def export_bundle(
             spec = stage.spec(shapes)
             progress(f"{name}: torch.export")
             started = time.perf_counter()
-            programs[name] = export_program(stage.build(model, shapes, attention), spec)
+            programs[name] = export_program(stage.build(model, shapes, form), spec)
             scheme = recipe.quantization.get(name)
             modules = tuple(recipe.quantization_modules.get(name, ()))
             quantization = StageQuantization(scheme, calibration.get(name, []), modules) if scheme else None

@@ -15,7 +15,7 @@ import torch
 from torch.export import ExportedProgram
 
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.stages.common import FIXED_LINEARS, PairRotation
+from edgetam_export.stages.common import FIXED_OPERATORS, PairRotation
 from edgetam_export.stages.program import example_inputs, export_program
 from edgetam_export.stages.spec import StageSpec
 
@@ -74,7 +74,7 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
             quantizer.set_module_name(name, config)
     else:
         quantizer.set_global(config)
-    for fixed in FIXED_LINEARS:  # RoPE's exact +-1 swap, the mask upsampling: int8 would only add error and time
+    for fixed in FIXED_OPERATORS:  # RoPE's exact +-1 swap, the mask upsampling, the averaging norms: float
         quantizer.set_module_type(fixed, None)
     observed = prepare_pt2e(module, quantizer)
     with torch.no_grad():
@@ -126,7 +126,7 @@ def int8_weight_only(program: ExportedProgram, spec: StageSpec, quantization: St
     graph, replaced = module.graph, 0
     parameters = dict(module.named_parameters())
     for node in list(graph.nodes):
-        # Weights that are parameters only: a buffer weight is a fixed operator (`FIXED_LINEARS`).
+        # Weights that are parameters only: a buffer weight is a fixed operator (`FIXED_OPERATORS`).
         if node.target != aten.linear.default or node.args[1].op != "get_attr" or node.args[1].target not in parameters:
             continue
         if chosen is not None and not chosen & _module_path(node):

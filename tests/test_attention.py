@@ -18,7 +18,7 @@ from edgetam_export.backends.coreml import scaled_dot_product_attention
 from edgetam_export.backends.onnx_attention import multi_head_attention_kernel
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.recipes import load_recipe, recipe_from_dict
-from edgetam_export.stages.common import MASKED_LOGIT_BIAS, fold_key_bias, matmul_attention
+from edgetam_export.stages.common import MASKED_LOGIT_BIAS, StageForm, fold_key_bias, matmul_attention
 from edgetam_export.stages.registry import STAGES
 from edgetam_export.verification.parity import psnr_db
 from tests.conftest import _exported_once
@@ -77,7 +77,7 @@ def test_stages_with_a_fused_kernel_equal_upstream(backend, tiny_reference, tiny
             continue
         stage = STAGES[case.stage]
         spec = stage.spec(tiny_shapes)
-        wrapper = stage.build(tiny_reference.video_model, tiny_shapes, KERNELS[backend])
+        wrapper = stage.build(tiny_reference.video_model, tiny_shapes, StageForm(attention=KERNELS[backend]))
         with torch.no_grad():
             got = wrapper(*[case.inputs[name] for name in spec.input_names])
         got = got if isinstance(got, tuple) else (got,)

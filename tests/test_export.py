@@ -64,6 +64,30 @@ def heavy_operators_on_portable_kernels(facts: dict) -> list[str]:
     return [k for k in kinds if k.split(".")[1 if k.startswith("aten.") else 0] in HEAVY_OPERATORS]
 
 
+@pytest.mark.parametrize("stage", ["memory_encoder", "mask_prompt_encoder"])
+def test_executorch_xnnpack_keeps_the_memory_encoders_maps_in_the_delegate(tiny_bundles, tiny_reference, tiny_shapes,
+                                                                           stage, tmp_path):
+    """The XNNPACK form (`Backend.stage_form`) hands the delegate the memory encoder's channels-first LayerNorms
+    (the perceiver's token LayerNorms are left, on small tensors): against the transformers form lowered the same
+    way, the bundle's stage leaves exactly those norms fewer to portable kernels."""
+    from edgetam_export.backends import get_backend
+    from edgetam_export.stages.program import export_program
+
+    recipe = load_recipe("executorch-xnnpack-fp32")
+    definition = STAGES[stage]
+    spec = definition.spec(tiny_shapes)
+    transformers_form = get_backend("executorch").lower(
+        export_program(definition.build(tiny_reference.video_model, tiny_shapes), spec), spec, recipe,
+        tmp_path / f"{stage}.pte")
+    shipped = tiny_bundles["executorch-xnnpack-fp32"].manifest.stages[stage].backend
+    channel_norms = sum(getattr(m, "data_format", None) == "channels_first"
+                        for m in tiny_reference.video_model.memory_encoder.modules())
+    layer_norm = "aten.native_layer_norm.default"
+    assert channel_norms == 6
+    assert shipped["portable_op_kinds"][layer_norm] == transformers_form["portable_op_kinds"][layer_norm] - channel_norms
+    assert heavy_operators_on_portable_kernels(shipped) == []
+
+
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_executorch_xnnpack_runs_every_matmul_and_convolution(tiny_bundles, stage):
     """XNNPACK takes every operator that carries FLOPs; what stays on portable kernels is glue (LayerNorm,

@@ -8,16 +8,33 @@ import pytest
 import torch
 from PIL import Image
 
+from edgetam_export.backends import get_backend
+from edgetam_export.recipes import load_recipe
 from edgetam_export.verification.parity import psnr_db
 from edgetam_export.reference import tie_like_released_checkpoint
 from edgetam_export.stages.registry import STAGES
-from edgetam_export.stages.common import AxialTable, BilinearUpsample, assert_all_contiguous
+from edgetam_export.stages.common import (
+    AveragingChannelNorm,
+    AxialTable,
+    BandedDepthwiseConv,
+    BilinearUpsample,
+    StageForm,
+    assert_all_contiguous,
+    positive,
+)
 from edgetam_export.stages.spec import EMPTY_SLOT_LABEL, NOT_A_POINT_LABEL
 
+#: Every form a shipped backend writes the stages in (the attention forms: test_attention).
+FORMS = {
+    "transformers": StageForm(),
+    "xnnpack": get_backend("executorch").stage_form(load_recipe("executorch-xnnpack-fp32")),
+}
 
-@pytest.fixture(scope="module")
-def wrappers(tiny_reference, tiny_shapes):
-    return {name: stage.build(tiny_reference.video_model, tiny_shapes) for name, stage in STAGES.items()}
+
+@pytest.fixture(scope="module", params=list(FORMS))
+def wrappers(request, tiny_reference, tiny_shapes):
+    form = FORMS[request.param]
+    return {name: stage.build(tiny_reference.video_model, tiny_shapes, form) for name, stage in STAGES.items()}
 
 
 def _run(wrapper, spec, inputs):
@@ -168,3 +185,54 @@ def test_spec_check_inputs_reports_the_wrong_shape(tiny_shapes):
     too_many = {t.name: torch.zeros(t.concrete_shape(tiny_shapes.max_objects + 1)).numpy() for t in spec.inputs}
     with pytest.raises(EdgeTamExportError, match="supports 1 to 4"):
         spec.check_inputs(too_many)
+
+
+@pytest.mark.parametrize(("kernel", "taps"), [(7, 25), (7, 14), (9, 25), (5, 10)])
+def test_banded_depthwise_convolution_equals_the_kernel_it_splits(kernel, taps):
+    torch.manual_seed(kernel * taps)
+    conv = torch.nn.Conv2d(8, 8, kernel, padding=kernel // 2, groups=8)
+    banded = BandedDepthwiseConv(conv, taps)
+    assert len(banded.weights) > 1 and all(w.shape[-2] * w.shape[-1] <= taps for w in banded.weights)
+    x = torch.randn(3, 8, 19, 23)  # objects axis, odd and unequal sides
+    with torch.no_grad():
+        torch.testing.assert_close(banded(x), conv(x), atol=2e-6, rtol=0)
+
+
+def test_banded_depthwise_convolution_refuses_what_it_cannot_split():
+    with pytest.raises(ValueError, match="stride 1"):
+        BandedDepthwiseConv(torch.nn.Conv2d(8, 8, 7, stride=2, padding=3, groups=8), 25)
+    with pytest.raises(ValueError, match="two rows"):
+        BandedDepthwiseConv(torch.nn.Conv2d(8, 8, 7, padding=3, groups=8), 13)
+    with pytest.raises(ValueError, match="depthwise"):
+        BandedDepthwiseConv(torch.nn.Conv2d(8, 8, 7, padding=3), 25)
+
+
+@pytest.mark.parametrize("channels", [4, 256, 48])
+def test_averaging_channel_norm_equals_transformers_channels_first_layer_norm(channels):
+    from transformers.models.edgetam_video.modeling_edgetam_video import EdgeTamVideoLayerNorm
+
+    torch.manual_seed(channels)
+    norm = EdgeTamVideoLayerNorm(channels, eps=1e-6, data_format="channels_first")
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(2, channels, 9, 7) * 3 + 1
+    with torch.no_grad():
+        torch.testing.assert_close(AveragingChannelNorm(norm)(x), norm(x), atol=1e-5, rtol=1e-5)
+
+
+def test_positive_is_the_exact_step_of_a_comparison():
+    x = torch.tensor([-float("inf"), -1.0, -1e-45, -0.0, 0.0, 1e-45, 1e-38, 2.0, float("inf")])
+    assert torch.equal(positive(x), (x > 0).to(x.dtype))
+
+
+def test_the_xnnpack_form_has_no_layer_norm_2d_nor_wide_depthwise_kernel(tiny_reference, tiny_shapes):
+    """What `BandedDepthwiseConv` and `AveragingChannelNorm` are for; the parity tests above run this form too."""
+    wrapper = STAGES["memory_encoder"].build(tiny_reference.video_model, tiny_shapes, FORMS["xnnpack"])
+    modules = list(wrapper.modules())
+    assert not [m for m in modules if getattr(m, "data_format", None) == "channels_first"]
+    depthwise = [m for m in modules if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert all(m.kernel_size[0] * m.kernel_size[1] <= FORMS["xnnpack"].depthwise_taps for m in depthwise)
+    assert sum(isinstance(m, BandedDepthwiseConv) for m in modules) == len(
+        tiny_reference.video_model.memory_encoder.memory_fuser.layers)
+    assert sum(isinstance(m, AveragingChannelNorm) for m in modules) == sum(
+        getattr(m, "data_format", None) == "channels_first" for m in tiny_reference.video_model.memory_encoder.modules())

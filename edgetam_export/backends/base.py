@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.quantization import StageQuantization
-from edgetam_export.stages.common import AttentionKernel, matmul_attention
+from edgetam_export.stages.common import AttentionKernel, StageForm, matmul_attention
 from edgetam_export.stages.spec import StageSpec
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ class Backend(ABC):
     def versions(self) -> dict[str, str]:
         """Versions of the tools this backend used, for the manifest and benchmark records."""
         return {}
+
+    def stage_form(self, recipe: Recipe) -> StageForm:
+        """How the stages are written for this backend under `recipe` (traced, then lowered)."""
+        return StageForm(attention=self.attention_kernel(recipe))
 
     def attention_kernel(self, recipe: Recipe) -> AttentionKernel:
         """The attention the stages are traced with under `recipe` (its `attention` form)."""

@@ -9,6 +9,7 @@ MIL interpreter, as `.mlpackage` bundles are; on macOS the ExecuTorch runtime ru
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 import types
@@ -24,7 +25,7 @@ from edgetam_export.backends.coreml import coreml_target, fused_attention_for
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.quantization import StageQuantization, int8_weight_only, quantize_pt2e
 from edgetam_export.runtime.runners.executorch import load_llm_custom_ops
-from edgetam_export.stages.common import AttentionKernel, fold_key_bias
+from edgetam_export.stages.common import AttentionKernel, StageForm, fold_key_bias
 from edgetam_export.stages.spec import StageSpec
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from edgetam_export.recipes import Recipe
 
 DELEGATES = ("xnnpack", "coreml", "openvino", None)
+#: The most taps of a depthwise convolution XNNPACK runs with its depthwise kernels (5x5).
+XNNPACK_DEPTHWISE_TAPS = 25
 
 
 def custom_sdpa_attention(
@@ -59,6 +62,14 @@ class ExecuTorchBackend(Backend):
     suffix = ".pte"
     schemes = frozenset({"int8-static", "int8-dynamic", "int8-weights"})
     module_scopes = True
+
+    def stage_form(self, recipe: Recipe) -> StageForm:
+        """XNNPACK: the memory encoder without LayerNorm2d (the delegate has no LayerNorm) and no depthwise kernel over
+        25 taps (a 7x7 one runs as a grouped IGEMM). Full size, 1 object: 139.6 -> 76.8 ms (benchmarks/NOTES.md)."""
+        form = super().stage_form(recipe)
+        if recipe.delegate != "xnnpack":
+            return form
+        return dataclasses.replace(form, convolutional_norms=True, depthwise_taps=XNNPACK_DEPTHWISE_TAPS)
 
     def fused_attention(self, recipe: Recipe) -> AttentionKernel:
         """llama::custom_sdpa on CPU delegates (it runs as an ExecuTorch kernel beside XNNPACK's

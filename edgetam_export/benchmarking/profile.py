@@ -81,7 +81,7 @@ def profile_stage(reference: Reference, recipe: Recipe, stage: str, cases: list[
     spec = definition.spec(shapes)
     case = largest_cases([c for c in cases if c.stage == stage])[stage]
     inputs = {name: value.numpy() for name, value in inputs_for_objects(case.inputs, spec, objects).items()}
-    program = export_program(definition.build(model, shapes, backend.attention_kernel(recipe)), spec)
+    program = export_program(definition.build(model, shapes, backend.stage_form(recipe)), spec)
     with tempfile.TemporaryDirectory(prefix="edgetam-profile-") as folder:
         artifact = Path(folder) / f"{stage}{backend.suffix}"
         backend.lower(program, spec, recipe, artifact)

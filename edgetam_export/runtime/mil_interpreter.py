@@ -264,6 +264,7 @@ OPS: dict[str, Callable] = {
     "pow": lambda op, get: np.power(_f(get("x")), _f(get("y"))),
     "floor_div": lambda op, get: np.floor_divide(get("x"), get("y")),
     "abs": lambda op, get: np.abs(get("x")),
+    "sign": lambda op, get: np.sign(_f(get("x"))),
     "exp": lambda op, get: np.exp(_f(get("x")).astype(np.float64)),
     "sqrt": lambda op, get: np.sqrt(_f(get("x"))),
     "rsqrt": lambda op, get: 1.0 / np.sqrt(_f(get("x")) + float(get("epsilon", 1e-12))),

@@ -9,6 +9,7 @@ RoPE is real arithmetic on cos/sin tables precomputed as contiguous buffers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -148,9 +149,98 @@ class BilinearUpsample(nn.Module):
         return nn.functional.linear(columns.transpose(-1, -2), self.weight).transpose(-1, -2)
 
 
-#: Fixed operators written as linear layers with buffer weights: int8 schemes leave them in float (int8 would
-#: only add error and time to an exact rotation or an interpolation).
-FIXED_LINEARS = (PairRotation, BilinearUpsample)
+class AveragingChannelNorm(nn.Module):
+    """transformers' channels-first LayerNorm of (N, C, H, W) maps, with the channel means as 1x1 convolutions
+    of fixed weight 1/C: the map stays in one layout, in operators XNNPACK delegates.
+
+    XNNPACK has no LayerNorm, and its partitioner takes a mean over spatial axes only; transformers' form
+    (permute, LayerNorm, permute) left the full-size memory encoder's norms on portable kernels behind layout
+    copies and transposes. The weight 1/C is a buffer, so int8 schemes leave the norm in float (`quantization`).
+    """
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        (channels,) = norm.normalized_shape
+        self.eps = norm.eps
+        contiguous_buffer(self, "average", torch.full((1, channels, 1, 1), 1.0 / channels))
+        self.weight = nn.Parameter(norm.weight.detach().reshape(1, channels, 1, 1))
+        self.bias = nn.Parameter(norm.bias.detach().reshape(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - nn.functional.conv2d(x, self.average)
+        variance = nn.functional.conv2d(centred * centred, self.average)
+        return centred * torch.rsqrt(variance + self.eps) * self.weight + self.bias
+
+
+class BandedDepthwiseConv(nn.Module):
+    """A depthwise convolution ('same' padding, stride 1, odd kernel) as a sum of convolutions of at most `taps`
+    taps each: a centred band of rows, then each pair of rows mirrored about the centre as a two-row convolution
+    dilated to their distance. Every part is centred, so each keeps 'same' padding: no slicing of the map (slices
+    of a map with an objects axis stay outside XNNPACK's delegate).
+
+    XNNPACK's depthwise kernels take up to 25 taps; it runs a 7x7 one (49 taps) as a grouped IGEMM instead, 26 ms
+    against 2 ms for a 5x5 on the memory fuser's 64x64x256 map. A 7x7 kernel becomes rows 2-4 (3x7), rows 1 and 5
+    (dilation 4) and rows 0 and 6 (dilation 6).
+    """
+
+    def __init__(self, conv: nn.Conv2d, taps: int) -> None:
+        super().__init__()
+        height, width = conv.kernel_size
+        if (conv.groups != conv.in_channels or conv.stride != (1, 1) or conv.dilation != (1, 1) or height % 2 == 0
+                or conv.padding != (height // 2, width // 2) or taps < 2 * width):
+            raise ValueError(f"BandedDepthwiseConv takes a 'same' odd depthwise convolution of stride 1 and at least "
+                             f"two rows of taps, not {conv} with {taps}")
+        centre = height // 2
+        half = (taps // width - 1) // 2  # the centred band: rows centre - half .. centre + half
+        weight = conv.weight.detach()
+        parts = [(weight[:, :, centre - half:centre + half + 1], 1)]
+        parts += [(weight[:, :, [row, height - 1 - row]], height - 1 - 2 * row) for row in range(centre - half - 1, -1, -1)]
+        self.groups, self.columns_padding = conv.groups, width // 2
+        self.weights = nn.ParameterList(nn.Parameter(part.contiguous()) for part, _ in parts)
+        self.dilations = [dilation for _, dilation in parts]
+        self.bias = nn.Parameter(conv.bias.detach().reshape(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bias
+        for weight, dilation in zip(self.weights, self.dilations):
+            rows_padding = (weight.shape[-2] - 1) * dilation // 2
+            out = out + nn.functional.conv2d(x, weight, padding=(rows_padding, self.columns_padding),
+                                             dilation=(dilation, 1), groups=self.groups)
+        return out
+
+
+def positive(x: torch.Tensor) -> torch.Tensor:
+    """1.0 where x > 0, else 0.0, as relu(sign(x)) (exact): a comparison's bool-to-float conversion of a full-size
+    mask ran as an 11 ms portable copy in ExecuTorch; sign is one cheap kernel, relu stays in XNNPACK."""
+    return torch.relu(torch.sign(x))
+
+
+def pointwise_conv(linear: nn.Linear) -> nn.Conv2d:
+    """The 1x1 convolution equal to `linear` on the channels of a (N, C, H, W) map (its weights, viewed)."""
+    conv = nn.Conv2d(linear.in_features, linear.out_features, kernel_size=1, bias=linear.bias is not None)
+    conv.weight = nn.Parameter(linear.weight.detach().reshape(linear.out_features, linear.in_features, 1, 1))
+    if linear.bias is not None:
+        conv.bias = nn.Parameter(linear.bias.detach())
+    return conv
+
+
+@dataclass(frozen=True)
+class StageForm:
+    """How a backend wants the stages written (`Backend.stage_form`): the same arithmetic, in the operators its
+    kernels run well. Parity with transformers is checked on whatever form a bundle is exported in."""
+
+    #: The attention every stage calls (the recipe's `attention` form, in the backend's kernel).
+    attention: AttentionKernel = matmul_attention
+    #: The memory encoder in convolutions and elementwise operators only, in one layout: channels-first
+    #: LayerNorms as `AveragingChannelNorm`, the fuser's pointwise linears as 1x1 convolutions (no permutes).
+    convolutional_norms: bool = False
+    #: The most taps one depthwise convolution may have; a larger kernel becomes `BandedDepthwiseConv` (None: any).
+    depthwise_taps: int | None = None
+
+
+#: Fixed operators with buffer weights (linear layers, averaging convolutions): int8 schemes leave them in float
+#: (int8 would only add error and time to an exact rotation, an interpolation or a normalization).
+FIXED_OPERATORS = (PairRotation, BilinearUpsample, AveragingChannelNorm)
 
 
 class RotaryTables(NamedTuple):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers import EdgeTamVideoModel
 
+from edgetam_export.stages.common import StageForm, positive
 from edgetam_export.stages.memory_encoder import MemoryEncoderStage
 from edgetam_export.stages.spec import MASK_LOGIT_BIAS, MASK_LOGIT_SCALE, OBJECTS, StageShapes, StageSpec, TensorSpec
 
@@ -82,9 +83,9 @@ class MaskPromptEncoderStage(nn.Module):
            object_score_logits (N, 1), no_object_pointer (N, 256)
     """
 
-    def __init__(self, model: EdgeTamVideoModel, shapes: StageShapes) -> None:
+    def __init__(self, model: EdgeTamVideoModel, shapes: StageShapes, form: StageForm = StageForm()) -> None:
         super().__init__()
-        self.memory = MemoryEncoderStage(model, shapes)
+        self.memory = MemoryEncoderStage(model, shapes, form)
         self.mask_downsample = model.mask_downsample
         self.absent_pointer = model.no_object_pointer  # not "no_object_pointer": ONNX names outputs and weights alike
 
@@ -92,9 +93,9 @@ class MaskPromptEncoderStage(nn.Module):
         self, vision_features: torch.Tensor, masks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = masks * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
-        appearing = (masks > 0).to(masks.dtype).flatten(1).amax(dim=1, keepdim=True)
+        appearing = positive(masks).flatten(1).amax(dim=1, keepdim=True)
         object_score_logits = appearing * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
-        binary = (logits > 0).to(masks.dtype)
+        binary = positive(logits)
         memory_features, memory_positions = self.memory.encode(vision_features, binary, object_score_logits)
         decoder_mask_input = self.mask_downsample(masks)
         no_object_pointer = self.absent_pointer.expand(masks.shape[0], -1).contiguous()

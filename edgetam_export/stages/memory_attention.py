@@ -17,13 +17,12 @@ from transformers.models.edgetam_video.modeling_edgetam_video import get_1d_sine
 
 from edgetam_export.stages.common import (
     MASKED_LOGIT_BIAS,
-    AttentionKernel,
     AxialTable,
     PairRotation,
     RotaryTables,
+    StageForm,
     attend,
     contiguous_buffer,
-    matmul_attention,
 )
 from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
 
@@ -106,10 +105,10 @@ class MemoryAttentionStage(nn.Module):
     """
 
     def __init__(
-        self, model: EdgeTamVideoModel, shapes: StageShapes, attention: AttentionKernel = matmul_attention
+        self, model: EdgeTamVideoModel, shapes: StageShapes, form: StageForm = StageForm()
     ) -> None:
         super().__init__()
-        self.kernel = attention
+        self.kernel = form.attention
         attention_layers = model.memory_attention
         self.layers = attention_layers.layers
         self.layer_norm = attention_layers.layer_norm

@@ -13,7 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import EdgeTamVideoModel
 
-from edgetam_export.stages.common import BilinearUpsample, contiguous_buffer
+from edgetam_export.stages.common import (
+    AveragingChannelNorm,
+    BandedDepthwiseConv,
+    BilinearUpsample,
+    StageForm,
+    contiguous_buffer,
+    pointwise_conv,
+    positive,
+)
 from edgetam_export.stages.spec import OBJECTS, StageShapes, StageSpec, TensorSpec
 
 NAME = "memory_encoder"
@@ -67,6 +75,38 @@ def spec(shapes: StageShapes) -> StageSpec:
     )
 
 
+class ConvolutionalFuserBlock(nn.Module):
+    """transformers' memory fuser block (ConvNeXt: depthwise conv, LayerNorm2d, two pointwise linears, layer
+    scale, residual) with the norm as `AveragingChannelNorm` and the linears as 1x1 convolutions: one layout,
+    no permutes (XNNPACK's ExecuTorch delegate copied the map between layouts around every linear)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.depthwise_conv = block.depthwise_conv
+        self.norm = AveragingChannelNorm(block.layer_norm)
+        self.expand = pointwise_conv(block.pointwise_conv1)
+        self.activation = block.activation
+        self.project = pointwise_conv(block.pointwise_conv2)
+        self.scale = nn.Parameter(block.scale.detach().reshape(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.expand(self.norm(self.depthwise_conv(x)))
+        return x + self.scale * self.project(self.activation(hidden))
+
+
+def rewrite_memory_encoder(encoder: nn.Module, form: StageForm) -> None:
+    """transformers' memory encoder (the stage's own copy), rewritten in place in the operators `form` asks for."""
+    if form.depthwise_taps is not None:
+        for block in encoder.memory_fuser.layers:
+            height, width = block.depthwise_conv.kernel_size
+            if height * width > form.depthwise_taps:
+                block.depthwise_conv = BandedDepthwiseConv(block.depthwise_conv, form.depthwise_taps)
+    if form.convolutional_norms:
+        for layer in encoder.mask_downsampler.layers:
+            layer.layer_norm = AveragingChannelNorm(layer.layer_norm)
+        encoder.memory_fuser.layers = nn.ModuleList(ConvolutionalFuserBlock(b) for b in encoder.memory_fuser.layers)
+
+
 class MemoryEncoderStage(nn.Module):
     """Mask upsampling, memory encoder and spatial perceiver, batched over objects.
 
@@ -76,9 +116,10 @@ class MemoryEncoderStage(nn.Module):
         -> memory_features (N, T, 64), memory_positions (N, T, 64)
     """
 
-    def __init__(self, model: EdgeTamVideoModel, shapes: StageShapes) -> None:
+    def __init__(self, model: EdgeTamVideoModel, shapes: StageShapes, form: StageForm = StageForm()) -> None:
         super().__init__()
         config = model.config
+        rewrite_memory_encoder(model.memory_encoder, form)
         self.memory_encoder = model.memory_encoder
         self.spatial_perceiver = model.spatial_perceiver
         self.occlusion_embedding = model.occlusion_spatial_embedding_parameter
@@ -129,7 +170,7 @@ class MemoryEncoderStage(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         high_res = self.upsample(mask_logits)
         binary = mask_is_binary.reshape(-1, 1, 1, 1)
-        mask = binary * (high_res > 0).to(high_res.dtype) + (1.0 - binary) * torch.sigmoid(high_res)
+        mask = binary * positive(high_res) + (1.0 - binary) * torch.sigmoid(high_res)
         return self.encode(vision_features, mask, object_score_logits)
 
     def encode(
@@ -137,8 +178,8 @@ class MemoryEncoderStage(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Memory tokens of (N, 1, S, S) mask probabilities in 0..1 at the model's input size."""
         mask = mask * self.mask_scale + self.mask_bias
-        features = vision_features.expand(mask.shape[0], -1, -1, -1)
-        memory, positions = self.memory_encoder(features, mask)
+        # The frame's features broadcast over the objects inside (projected once, not copied per object).
+        memory, positions = self.memory_encoder(vision_features, mask)
         if self.occlusion_embedding is not None:
             hidden = (object_score_logits <= 0).to(memory.dtype)[..., None, None]
             memory = memory + hidden * self.occlusion_embedding[..., None, None]

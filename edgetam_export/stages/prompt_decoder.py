@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import EdgeTamVideoModel
 
-from edgetam_export.stages.common import MASKED_LOGIT_BIAS, AttentionKernel, attend, contiguous_buffer, matmul_attention
+from edgetam_export.stages.common import MASKED_LOGIT_BIAS, StageForm, attend, contiguous_buffer
 from edgetam_export.stages.spec import (
     EMPTY_SLOT_LABEL,
     NOT_A_POINT_LABEL,
@@ -136,10 +136,10 @@ class PromptDecoderStage(nn.Module):
     """
 
     def __init__(
-        self, model: EdgeTamVideoModel, shapes: StageShapes, attention: AttentionKernel = matmul_attention
+        self, model: EdgeTamVideoModel, shapes: StageShapes, form: StageForm = StageForm()
     ) -> None:
         super().__init__()
-        self.kernel = attention
+        self.kernel = form.attention
         prompt_encoder = model.prompt_encoder
         self.mask_decoder = model.mask_decoder
         self.mask_embed = prompt_encoder.mask_embed

@@ -24,7 +24,7 @@ from edgetam_export.stages import (
     memory_encoder,
     prompt_decoder,
 )
-from edgetam_export.stages.common import AttentionKernel, assert_all_contiguous, matmul_attention
+from edgetam_export.stages.common import AttentionKernel, StageForm, assert_all_contiguous
 from edgetam_export.stages.spec import OBJECTS, STAGE_NAMES, StageShapes, StageSpec, TensorSpec, TrackingSettings
 
 
@@ -34,30 +34,28 @@ class StageDefinition:
 
     name: str
     spec: Callable[[StageShapes], StageSpec]
-    wrapper: Callable[[EdgeTamVideoModel, StageShapes, AttentionKernel], nn.Module]
+    wrapper: Callable[[EdgeTamVideoModel, StageShapes, StageForm], nn.Module]
     upstream: Callable[[EdgeTamVideoModel, StageShapes, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
-    def build(
-        self, model: EdgeTamVideoModel, shapes: StageShapes, attention: AttentionKernel = matmul_attention
-    ) -> nn.Module:
-        """The wrapper in eval mode, with every constant contiguous (checked), its attention in `attention`
-        (a backend's choice: `Backend.attention_kernel`).
+    def build(self, model: EdgeTamVideoModel, shapes: StageShapes, form: StageForm = StageForm()) -> nn.Module:
+        """The wrapper in eval mode, with every constant contiguous (checked), written in `form` (a backend's
+        choice: `Backend.stage_form`).
 
         It wraps a copy of the model whose transformers attention (the perceiver's) is the same kernel,
         never transformers' SDPA path: that makes ExecuTorch add masking guards that run in slow portable
         kernels.
         """
         model = copy.deepcopy(model)
-        model.config._attn_implementation = transformers_attention(attention)
-        module = self.wrapper(model, shapes, attention).eval().requires_grad_(False)
+        model.config._attn_implementation = transformers_attention(form.attention)
+        module = self.wrapper(model, shapes, form).eval().requires_grad_(False)
         assert_all_contiguous(module)
         return module
 
 
 def transformers_attention(kernel: AttentionKernel) -> str:
-    """The name under which transformers' attention modules call `kernel` ("eager" for the matmul form)."""
-    if kernel is matmul_attention:
-        return "eager"
+    """The name under which transformers' attention modules call `kernel`. The matmul form too: transformers'
+    "eager" attention multiplies 4D tensors, whose broadcasting ExecuTorch copies outside XNNPACK (`matmul_attention`
+    runs one head as 3D bmm)."""
     name = f"edgetam-export:{kernel.__module__}.{kernel.__qualname__}"
 
     def forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -68,20 +66,19 @@ def transformers_attention(kernel: AttentionKernel) -> str:
     return name
 
 
-def _without_attention(wrapper: Callable[[EdgeTamVideoModel, StageShapes], nn.Module]):
-    """A wrapper with no attention of its own: the image encoder has none, the perceiver of the memory
-    encoders is transformers' module, which `build` points at the kernel through the config."""
-    return lambda model, shapes, attention: wrapper(model, shapes)
+def _formless(wrapper: Callable[[EdgeTamVideoModel, StageShapes], nn.Module]):
+    """A wrapper that one form fits: the image encoder (no attention; its convolutions every backend runs well)."""
+    return lambda model, shapes, form: wrapper(model, shapes)
 
 
 STAGES: dict[str, StageDefinition] = {
     module.NAME: StageDefinition(module.NAME, module.spec, wrapper, module.upstream)
     for module, wrapper in (
-        (image_encoder, _without_attention(image_encoder.ImageEncoderStage)),
+        (image_encoder, _formless(image_encoder.ImageEncoderStage)),
         (prompt_decoder, prompt_decoder.PromptDecoderStage),
-        (memory_encoder, _without_attention(memory_encoder.MemoryEncoderStage)),
+        (memory_encoder, memory_encoder.MemoryEncoderStage),
         (memory_attention, memory_attention.MemoryAttentionStage),
-        (mask_prompt_encoder, _without_attention(mask_prompt_encoder.MaskPromptEncoderStage)),
+        (mask_prompt_encoder, mask_prompt_encoder.MaskPromptEncoderStage),
     )
 }
 
