@@ -78,7 +78,7 @@ def main() -> None:
             stage, spec = STAGES[name], STAGES[name].spec(shapes)
             runners, lowering = {}, {}
             for precision in ("fp32", "fp16"):
-                module = stage.build(reference.video_model, shapes)
+                module = stage.build(reference.video_model, shapes, get_backend("executorch").stage_form(recipe))
                 module = half_precision(module, spec) if precision == "fp16" else module
                 artifact = Path(scratch) / f"{name}-{precision}.pte"
                 started = time.perf_counter()

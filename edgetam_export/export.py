@@ -183,7 +183,6 @@ def _lower_stage(
 
 def check_quantization(recipe: Recipe, backend: Backend) -> None:
     """Refuse, before any work, a stage name or a scheme the recipe's backend cannot apply."""
-    schemes = backend.schemes
     if recipe.quantization_modules and not backend.module_scopes:
         raise EdgeTamExportError(
             f"recipe '{recipe.name}': the {recipe.backend} backend quantizes whole stages only; remove "
@@ -194,6 +193,7 @@ def check_quantization(recipe: Recipe, backend: Backend) -> None:
             raise EdgeTamExportError(
                 f"recipe '{recipe.name}': [quantization] names an unknown stage '{stage}'; stages are {', '.join(STAGES)}"
             )
+        schemes = backend.stage_schemes(recipe, stage)
         if scheme not in schemes:
             raise EdgeTamExportError(
                 f"recipe '{recipe.name}': the {recipe.backend} backend cannot apply '{scheme}' to {stage}; "

@@ -85,7 +85,11 @@ def test_wrong_quantization_is_refused_before_any_work(tiny_reference, tmp_path)
     coreml = dataclasses.replace(load_recipe("coreml-int8"), quantization={"image_encoder": "int8-static"})
     with pytest.raises(EdgeTamExportError, match="coreml backend cannot apply 'int8-static' to image_encoder"):
         export_bundle(tiny_reference, coreml, tmp_path / "b")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # XNNPACK's form writes the memory encoder's pointwise layers as convolutions, which only static int8 takes.
+    xnnpack = dataclasses.replace(load_recipe("executorch-xnnpack-int8"), quantization={"memory_encoder": "int8-dynamic"})
+    with pytest.raises(EdgeTamExportError, match="cannot apply 'int8-dynamic' to memory_encoder; it supports int8-static$"):
+        export_bundle(tiny_reference, xnnpack, tmp_path / "c")
+    assert not any((tmp_path / name).exists() for name in "abc")
 
 
 def test_reduced_precision_gates_on_cosine_and_reports_psnr():
@@ -449,3 +453,30 @@ def test_int8_schemes_keep_the_rope_pair_rotation_exact_and_lower_to_xnnpack(tin
     facts = get_backend("executorch").lower(program, spec, recipe, tmp_path / "memory_attention.pte",
                                             StageQuantization("int8-dynamic", calibration))
     assert facts["quantization"] == "int8-dynamic" and heavy_operators_on_portable_kernels(facts) == []
+
+
+def test_static_int8_memory_encoder_in_the_xnnpack_form_lowers_to_xnnpack(tiny_reference, tiny_shapes, tiny_cases,
+                                                                          tmp_path):
+    """XNNPACK's form puts float `AveragingChannelNorm`s (fixed operators) between the static int8 convolutions of the
+    memory encoder; the program must still lower whole to XNNPACK (a float island between quantized operators once
+    made its partitioner find dependency cycles: the RoPE rotation above) and stay close to the float stage."""
+    from edgetam_export.quantization import quantize_pt2e
+    from edgetam_export.stages.registry import STAGES
+
+    recipe = load_recipe("executorch-xnnpack-int8")
+    backend = get_backend("executorch")
+    stage = STAGES["memory_encoder"]
+    spec = stage.spec(tiny_shapes)
+    program = export_program(stage.build(tiny_reference.video_model, tiny_shapes, backend.stage_form(recipe)), spec)
+    calibration = [case.inputs for case in tiny_cases if case.stage == "memory_encoder"]
+    quantization = StageQuantization("int8-static", calibration)
+    quantized = quantize_pt2e(program, spec, quantization)
+    norms = [node for node in quantized.graph.nodes if node.target == torch.ops.aten.conv2d.default
+             and "AveragingChannelNorm" in str(node.meta.get("nn_module_stack"))]
+    assert len(norms) == 12  # mean and variance of 6 norms, all in float
+    assert not any("dequantize" in str(arg.target) for node in norms for arg in node.all_input_nodes[1:])
+    inputs = tuple(calibration[0][name] for name in spec.input_names)
+    expected, got = program.module()(*inputs)[0], quantized.module()(*inputs)[0]
+    assert torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > 0.99
+    facts = backend.lower(program, spec, recipe, tmp_path / "memory_encoder.pte", quantization)
+    assert facts["quantization"] == "int8-static" and heavy_operators_on_portable_kernels(facts) == []

@@ -205,6 +205,19 @@ def test_banded_depthwise_convolution_refuses_what_it_cannot_split():
         BandedDepthwiseConv(torch.nn.Conv2d(8, 8, 7, padding=3, groups=8), 13)
     with pytest.raises(ValueError, match="depthwise"):
         BandedDepthwiseConv(torch.nn.Conv2d(8, 8, 7, padding=3), 25)
+    with pytest.raises(ValueError, match="zero padding"):
+        BandedDepthwiseConv(torch.nn.Conv2d(8, 8, 7, padding=3, groups=8, padding_mode="reflect"), 25)
+    with pytest.raises(ValueError, match="channels-first"):
+        AveragingChannelNorm(torch.nn.LayerNorm(8))
+
+
+def test_banded_depthwise_convolution_of_a_kernel_within_its_taps_is_one_part():
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    banded = BandedDepthwiseConv(conv, 25)
+    x = torch.randn(2, 4, 6, 5)
+    assert len(banded.weights) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(banded(x), conv(x), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("channels", [4, 256, 48])
@@ -230,9 +243,9 @@ def test_the_xnnpack_form_has_no_layer_norm_2d_nor_wide_depthwise_kernel(tiny_re
     wrapper = STAGES["memory_encoder"].build(tiny_reference.video_model, tiny_shapes, FORMS["xnnpack"])
     modules = list(wrapper.modules())
     assert not [m for m in modules if getattr(m, "data_format", None) == "channels_first"]
-    depthwise = [m for m in modules if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
-    assert all(m.kernel_size[0] * m.kernel_size[1] <= FORMS["xnnpack"].depthwise_taps for m in depthwise)
-    assert sum(isinstance(m, BandedDepthwiseConv) for m in modules) == len(
-        tiny_reference.video_model.memory_encoder.memory_fuser.layers)
+    assert not [m for m in modules if isinstance(m, torch.nn.Conv2d) and m.groups > 1]  # each is banded
+    banded = [m for m in modules if isinstance(m, BandedDepthwiseConv)]
+    assert len(banded) == len(tiny_reference.video_model.memory_encoder.memory_fuser.layers)
+    assert all(w.shape[-2] * w.shape[-1] <= FORMS["xnnpack"].depthwise_taps for m in banded for w in m.weights)
     assert sum(isinstance(m, AveragingChannelNorm) for m in modules) == sum(
         getattr(m, "data_format", None) == "channels_first" for m in tiny_reference.video_model.memory_encoder.modules())

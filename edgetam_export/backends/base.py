@@ -39,6 +39,10 @@ class Backend(ABC):
         """Versions of the tools this backend used, for the manifest and benchmark records."""
         return {}
 
+    def stage_schemes(self, recipe: Recipe, stage: str) -> frozenset[str]:
+        """The quantization schemes this backend can apply to `stage` under `recipe` (its form may narrow them)."""
+        return self.schemes
+
     def stage_form(self, recipe: Recipe) -> StageForm:
         """How the stages are written for this backend under `recipe` (traced, then lowered)."""
         return StageForm(attention=self.attention_kernel(recipe))

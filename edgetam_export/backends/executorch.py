@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 DELEGATES = ("xnnpack", "coreml", "openvino", None)
 #: The most taps of a depthwise convolution XNNPACK runs with its depthwise kernels (5x5).
 XNNPACK_DEPTHWISE_TAPS = 25
+#: The stages XNNPACK's form writes in convolutions (`StageForm.convolutional_memory_encoder`).
+CONVOLUTIONAL_STAGES = ("memory_encoder", "mask_prompt_encoder")
 
 
 def custom_sdpa_attention(
@@ -63,13 +65,20 @@ class ExecuTorchBackend(Backend):
     schemes = frozenset({"int8-static", "int8-dynamic", "int8-weights"})
     module_scopes = True
 
+    def stage_schemes(self, recipe: Recipe, stage: str) -> frozenset[str]:
+        """XNNPACK's form writes the memory encoders' pointwise layers as 1x1 convolutions: weight-only and dynamic
+        int8 take linear layers only and would leave them in float, so those stages take static int8."""
+        if recipe.delegate == "xnnpack" and stage in CONVOLUTIONAL_STAGES:
+            return self.schemes & {"int8-static"}
+        return self.schemes
+
     def stage_form(self, recipe: Recipe) -> StageForm:
         """XNNPACK: the memory encoder without LayerNorm2d (the delegate has no LayerNorm) and no depthwise kernel over
         25 taps (a 7x7 one runs as a grouped IGEMM). Full size, 1 object: 139.6 -> 76.8 ms (benchmarks/NOTES.md)."""
         form = super().stage_form(recipe)
         if recipe.delegate != "xnnpack":
             return form
-        return dataclasses.replace(form, convolutional_norms=True, depthwise_taps=XNNPACK_DEPTHWISE_TAPS)
+        return dataclasses.replace(form, convolutional_memory_encoder=True, depthwise_taps=XNNPACK_DEPTHWISE_TAPS)
 
     def fused_attention(self, recipe: Recipe) -> AttentionKernel:
         """llama::custom_sdpa on CPU delegates (it runs as an ExecuTorch kernel beside XNNPACK's

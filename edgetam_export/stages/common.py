@@ -160,6 +160,8 @@ class AveragingChannelNorm(nn.Module):
 
     def __init__(self, norm: nn.LayerNorm) -> None:
         super().__init__()
+        if getattr(norm, "data_format", None) != "channels_first":
+            raise ValueError(f"AveragingChannelNorm takes a channels-first LayerNorm (LayerNorm2d), not {norm}")
         (channels,) = norm.normalized_shape
         self.eps = norm.eps
         contiguous_buffer(self, "average", torch.full((1, channels, 1, 1), 1.0 / channels))
@@ -187,11 +189,12 @@ class BandedDepthwiseConv(nn.Module):
         super().__init__()
         height, width = conv.kernel_size
         if (conv.groups != conv.in_channels or conv.stride != (1, 1) or conv.dilation != (1, 1) or height % 2 == 0
-                or conv.padding != (height // 2, width // 2) or taps < 2 * width):
-            raise ValueError(f"BandedDepthwiseConv takes a 'same' odd depthwise convolution of stride 1 and at least "
-                             f"two rows of taps, not {conv} with {taps}")
+                or conv.padding != (height // 2, width // 2) or conv.padding_mode != "zeros" or conv.bias is None
+                or taps < 2 * width):
+            raise ValueError(f"BandedDepthwiseConv takes a 'same' odd depthwise convolution of stride 1 with a bias "
+                             f"and zero padding, and at least two rows of taps, not {conv} with {taps}")
         centre = height // 2
-        half = (taps // width - 1) // 2  # the centred band: rows centre - half .. centre + half
+        half = min((taps // width - 1) // 2, centre)  # the centred band: rows centre - half .. centre + half
         weight = conv.weight.detach()
         parts = [(weight[:, :, centre - half:centre + half + 1], 1)]
         parts += [(weight[:, :, [row, height - 1 - row]], height - 1 - 2 * row) for row in range(centre - half - 1, -1, -1)]
@@ -210,7 +213,7 @@ class BandedDepthwiseConv(nn.Module):
 
 
 def positive(x: torch.Tensor) -> torch.Tensor:
-    """1.0 where x > 0, else 0.0, as relu(sign(x)) (exact): a comparison's bool-to-float conversion of a full-size
+    """1.0 where x > 0, else 0.0, as relu(sign(x)) (exact but for NaN, which stays NaN): a comparison's bool-to-float conversion of a full-size
     mask ran as an 11 ms portable copy in ExecuTorch; sign is one cheap kernel, relu stays in XNNPACK."""
     return torch.relu(torch.sign(x))
 
@@ -233,8 +236,9 @@ class StageForm:
     attention: AttentionKernel = matmul_attention
     #: The memory encoder in convolutions and elementwise operators only, in one layout: channels-first
     #: LayerNorms as `AveragingChannelNorm`, the fuser's pointwise linears as 1x1 convolutions (no permutes).
-    convolutional_norms: bool = False
-    #: The most taps one depthwise convolution may have; a larger kernel becomes `BandedDepthwiseConv` (None: any).
+    convolutional_memory_encoder: bool = False
+    #: The most taps one depthwise convolution of the memory fuser may have; a larger kernel becomes
+    #: `BandedDepthwiseConv` (None: any).
     depthwise_taps: int | None = None
 
 

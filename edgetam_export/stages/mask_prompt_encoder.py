@@ -93,7 +93,7 @@ class MaskPromptEncoderStage(nn.Module):
         self, vision_features: torch.Tensor, masks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = masks * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
-        appearing = positive(masks).flatten(1).amax(dim=1, keepdim=True)
+        appearing = positive(masks.flatten(1).amax(dim=1, keepdim=True))
         object_score_logits = appearing * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
         binary = positive(logits)
         memory_features, memory_positions = self.memory.encode(vision_features, binary, object_score_logits)

@@ -83,15 +83,15 @@ class ConvolutionalFuserBlock(nn.Module):
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.depthwise_conv = block.depthwise_conv
-        self.norm = AveragingChannelNorm(block.layer_norm)
-        self.expand = pointwise_conv(block.pointwise_conv1)
+        self.layer_norm = AveragingChannelNorm(block.layer_norm)
+        self.pointwise_conv1 = pointwise_conv(block.pointwise_conv1)
         self.activation = block.activation
-        self.project = pointwise_conv(block.pointwise_conv2)
+        self.pointwise_conv2 = pointwise_conv(block.pointwise_conv2)
         self.scale = nn.Parameter(block.scale.detach().reshape(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.expand(self.norm(self.depthwise_conv(x)))
-        return x + self.scale * self.project(self.activation(hidden))
+        hidden = self.pointwise_conv1(self.layer_norm(self.depthwise_conv(x)))
+        return x + self.scale * self.pointwise_conv2(self.activation(hidden))
 
 
 def rewrite_memory_encoder(encoder: nn.Module, form: StageForm) -> None:
@@ -101,7 +101,7 @@ def rewrite_memory_encoder(encoder: nn.Module, form: StageForm) -> None:
             height, width = block.depthwise_conv.kernel_size
             if height * width > form.depthwise_taps:
                 block.depthwise_conv = BandedDepthwiseConv(block.depthwise_conv, form.depthwise_taps)
-    if form.convolutional_norms:
+    if form.convolutional_memory_encoder:
         for layer in encoder.mask_downsampler.layers:
             layer.layer_norm = AveragingChannelNorm(layer.layer_norm)
         encoder.memory_fuser.layers = nn.ModuleList(ConvolutionalFuserBlock(b) for b in encoder.memory_fuser.layers)
@@ -178,8 +178,11 @@ class MemoryEncoderStage(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Memory tokens of (N, 1, S, S) mask probabilities in 0..1 at the model's input size."""
         mask = mask * self.mask_scale + self.mask_bias
-        # The frame's features broadcast over the objects inside (projected once, not copied per object).
-        memory, positions = self.memory_encoder(vision_features, mask)
+        # Expanded to the objects before the encoder: ExecuTorch 1.5.1's OpenVINO delegate fails at run time when the
+        # frame's features reach it at batch 1 and broadcast inside (tested on the tiny model: projected once and then
+        # expanded fails too).
+        features = vision_features.expand(mask.shape[0], -1, -1, -1)
+        memory, positions = self.memory_encoder(features, mask)
         if self.occlusion_embedding is not None:
             hidden = (object_score_logits <= 0).to(memory.dtype)[..., None, None]
             memory = memory + hidden * self.occlusion_embedding[..., None, None]
