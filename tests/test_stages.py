@@ -247,5 +247,6 @@ def test_the_xnnpack_form_has_no_layer_norm_2d_nor_wide_depthwise_kernel(tiny_re
     banded = [m for m in modules if isinstance(m, BandedDepthwiseConv)]
     assert len(banded) == len(tiny_reference.video_model.memory_encoder.memory_fuser.layers)
     assert all(w.shape[-2] * w.shape[-1] <= FORMS["xnnpack"].depthwise_taps for m in banded for w in m.weights)
+    reference_modules = tiny_reference.video_model.memory_encoder.modules()
     assert sum(isinstance(m, AveragingChannelNorm) for m in modules) == sum(
-        getattr(m, "data_format", None) == "channels_first" for m in tiny_reference.video_model.memory_encoder.modules())
+        getattr(m, "data_format", None) == "channels_first" for m in reference_modules)
