@@ -54,10 +54,7 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
     per layer to quantize, see `stages.image_encoder`). Ops XNNPACK has no int8 kernel for (batched
     matmuls, softmax, layer norm, GELU) stay fp32 between quantized ones.
     """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     dynamic = quantization.scheme == "int8-dynamic"
@@ -67,13 +64,16 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
             raise EdgeTamExportError(f"{spec.name}: static int8 needs calibration inputs (sample pictures)")
         calls = [example_inputs(spec)]  # dynamic: one call so the weight observers see the weights
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-    module = _rotations_as_slices(program.module())
-    quantizer = XNNPACKQuantizer()
-    if quantization.modules:
-        for name in quantization.selects(called_module_names(module), spec.name):
-            quantizer.set_module_name(name, config)
-    else:
+    module = _constants_in_their_modules(_rotations_as_slices(program.module()))
+    chosen = set(quantization.selects(called_module_names(module), spec.name)) if quantization.modules else None
+    quantizer = _scoped_quantizer(chosen)
+    if chosen is None:
         quantizer.set_global(config)
+    else:
+        # The outermost chosen modules only: a name covers everything under it, and each name is one more pass of
+        # every annotator over the graph (all names of a full-size image encoder: minutes).
+        for name in sorted(n for n in chosen if not any(n.startswith(other + ".") for other in chosen)):
+            quantizer.set_module_name(name, config)
     for fixed in FIXED_OPERATORS:  # RoPE's exact +-1 swap, the mask upsampling, the averaging norms: float
         quantizer.set_module_type(fixed, None)
     observed = prepare_pt2e(module, quantizer)
@@ -81,6 +81,51 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
         for args in calls:
             observed(*args)
     return export_program(convert_pt2e(observed), spec)
+
+
+def _constants_in_their_modules(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Give each constant (`get_attr`: a weight, a bias) the module stack of the nodes using it.
+
+    XNNPACK's quantizer scopes a convolution pattern by a module name only if every node of the pattern, its
+    weight included, lies in that module, and torch.export records no module for constants: a `[quantization_modules]`
+    scope would quantize no convolution at all. A constant shared by several modules keeps no stack (not scoped).
+    """
+    for node in module.graph.nodes:
+        if node.op != "get_attr" or node.meta.get("nn_module_stack"):
+            continue
+        stacks = [user.meta.get("nn_module_stack") for user in node.users]
+        if stacks and stacks[0] and all(stack == stacks[0] for stack in stacks):
+            node.meta["nn_module_stack"] = dict(stacks[0])
+    return module
+
+
+def _scoped_quantizer(chosen: set[str] | None):
+    """XNNPACK's quantizer, holding every annotation to the quantized scope: its concatenation annotator ignores
+    module filters, and module-name configurations are applied before module-type exclusions, so without this a
+    scoped stage would quantize concatenations anywhere and fixed operators (`FIXED_OPERATORS`) inside a scope.
+    `chosen`: the module names to quantize (None: the whole stage)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import propagate_annotation
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    fixed = tuple(f"{kind.__module__}.{kind.__qualname__}" for kind in FIXED_OPERATORS)
+
+    def in_scope(node: torch.fx.Node) -> bool:
+        stack = (node.meta.get("nn_module_stack") or {}).values()
+        if any(kind in FIXED_OPERATORS or str(kind).endswith(fixed) for _, kind in stack):
+            return False
+        return chosen is None or bool(chosen & _module_path(node))
+
+    class ScopedQuantizer(XNNPACKQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = self._annotate_for_quantization_config(model)
+            for node in model.graph.nodes:
+                if Q_ANNOTATION_KEY in node.meta and not in_scope(node):
+                    del node.meta[Q_ANNOTATION_KEY]
+            propagate_annotation(model)
+            return model
+
+    return ScopedQuantizer()
 
 
 def _rotations_as_slices(module: torch.fx.GraphModule) -> torch.fx.GraphModule:

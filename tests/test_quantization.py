@@ -480,3 +480,21 @@ def test_static_int8_memory_encoder_in_the_xnnpack_form_lowers_to_xnnpack(tiny_r
     assert torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > 0.99
     facts = backend.lower(program, spec, recipe, tmp_path / "memory_encoder.pte", quantization)
     assert facts["quantization"] == "int8-static" and heavy_operators_on_portable_kernels(facts) == []
+
+    # Scoped to the fuser, an ancestor of two norms: exactly its own convolutions take int8 weights; its norms, the
+    # convolutions elsewhere and every concatenation (XNNPACK's annotator for them ignores scopes) stay float.
+    scoped = quantize_pt2e(program, spec, StageQuantization("int8-static", calibration, ("memory_encoder.memory_fuser",)))
+
+    def owner(node: torch.fx.Node) -> str:
+        return max((path for path, _ in node.meta["nn_module_stack"].values()), key=len)
+
+    def dequantized(node: torch.fx.Node) -> bool:
+        return "dequantize" in str(node.target)
+
+    convs = [node for node in scoped.graph.nodes if node.target == torch.ops.aten.conv2d.default]
+    int8 = [owner(node) for node in convs if dequantized(node.args[1])]  # an int8 weight
+    assert sorted(set(int8)) == [f"memory_encoder.memory_fuser.layers.{i}.{conv}" for i in range(2)
+                                 for conv in ("depthwise_conv", "pointwise_conv1", "pointwise_conv2")]
+    assert len(int8) == 10  # 2 x (3 banded depthwise parts + 2 pointwise)
+    assert not any(dequantized(arg) for node in scoped.graph.nodes if node.target == torch.ops.aten.cat.default
+                   for arg in node.all_input_nodes)
