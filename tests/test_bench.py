@@ -153,6 +153,21 @@ def test_targets_are_met_missed_or_invalid_as_the_numbers_say(results):
     assert verdict(False) == "**missed**"
 
 
+def test_every_stage_target_takes_the_fastest_fp32_bundle_against_eager(results):
+    """The issue's rule: the fastest fp32 bundle of each stage, whichever runtime, at least as fast as eager."""
+    def decoder_at(xnnpack: float, onnx: float) -> str:
+        changed = _with(results, "prompt_decoder", EAGER, p50_ms=60.0)
+        changed = _with(changed, "prompt_decoder", "executorch-xnnpack-fp32", p50_ms=xnnpack)
+        changed = _with(changed, "prompt_decoder", "onnx-fp32", p50_ms=onnx)
+        return next(line for line in _targets(changed) if line.startswith("- prompt_decoder:"))
+
+    assert decoder_at(64.0, 50.0).startswith("- prompt_decoder: fastest fp32 bundle (onnx-fp32) 50.0 ms vs eager 60.0 ms")
+    assert decoder_at(64.0, 50.0).endswith("executorch-xnnpack-fp32 64.0 ms: **met**")
+    assert decoder_at(40.0, 50.0).startswith("- prompt_decoder: fastest fp32 bundle (executorch-xnnpack-fp32) 40.0 ms")
+    assert decoder_at(61.0, 70.0).endswith("**missed**")
+    assert decoder_at(60.0, 70.0).endswith("**met**")
+
+
 def test_float_targets_leave_reduced_precision_bundles_out(results, tmp_path):
     """An int8 stage is not equal work: it is never the 'best exported' float runtime nor a share of the fp32 peak."""
     doctored = copy.deepcopy(results)
