@@ -309,6 +309,7 @@ OPS: dict[str, Callable] = {
     "slice_by_index": _slice_by_index,
     "gather": _gather,
     "shape": lambda op, get: np.array(get("x").shape, dtype=np.int32),
+    "fill_like": lambda op, get: np.full(get("ref_tensor").shape, _f(np.asarray(get("value", 0.0)))),
     "constexpr_affine_dequantize": _affine_dequantize,
     "constexpr_blockwise_shift_scale": _blockwise_shift_scale,
     "constexpr_lut_to_dense": _lut_to_dense,

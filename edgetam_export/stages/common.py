@@ -29,40 +29,45 @@ def matmul_attention(
 ) -> torch.Tensor:
     """The attention every backend lowers: two matmuls around a softmax (the recipes' `matmul` form).
 
+    Nothing runs over the (queries x keys) logits but the matmuls and the softmax: the scale multiplies the
+    queries, and a key bias rides in the first matmul as one more channel ([q, 1] . [k, bias], `fold_key_bias`).
+    Scaling and biasing the logits instead took two passes over memory attention's 64 MB matrices per layer
+    (full size, ExecuTorch: 26 of its 352 ms).
+
     One head (memory attention) runs as 3D `bmm`: a 4D `matmul` broadcasts its operands with `expand`, which
     ExecuTorch copies outside XNNPACK's delegate (the 64 MB attention weights of a full-size frame, twice a
     layer: 45 of memory attention's 454 ms). Several heads (the decoder) keep the 4D form: the 3D one makes a
     partition of the full-size int8-weights decoder return one permuted tensor twice, which the XNNPACK
     delegate of ExecuTorch 1.5.1 refuses ("pass through arguments").
     """
-    batch, heads = q.shape[:2]
+    batch, heads = v.shape[:2]
+    if key_bias is None:
+        q = q * scale
+    else:
+        q, k, v, _ = fold_key_bias(q, k, v, scale, key_bias, extend_values=False)
     if heads > 1:
-        logits = torch.matmul(q, k.transpose(-1, -2)) * scale
-        if key_bias is not None:
-            logits = logits + key_bias
-        return torch.matmul(torch.softmax(logits, dim=-1), v)
+        return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1), v)
     q, k, v = (x.flatten(0, 1) for x in (q, k, v))
-    logits = torch.bmm(q, k.transpose(1, 2)) * scale
-    if key_bias is not None:
-        logits = (logits.unflatten(0, (batch, heads)) + key_bias).flatten(0, 1)
-    return torch.bmm(torch.softmax(logits, dim=-1), v).unflatten(0, (batch, heads))
+    return torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v).unflatten(0, (batch, heads))
 
 
 def fold_key_bias(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_bias: torch.Tensor | None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, key_bias: torch.Tensor | None,
+    extend_values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """The same attention with no bias: one more channel per head ([scale * q, 1] . [k, bias]) and scale 1.
 
     Fused kernels take at most one mask for the whole batch, and ONNX Runtime's flash path none; the
-    key bias here differs per object. v gets a zero channel so every head keeps one size; a kernel drops it
-    after (`[..., :head_dim]`). Without a bias, the inputs come back as they are.
+    key bias here differs per object. With `extend_values`, v gets a zero channel so every head keeps one
+    size; a kernel drops it after (`[..., :head_dim]`). Without a bias, the inputs come back as they are.
     """
     if key_bias is None:
         return q, k, v, scale
     heads, keys = k.shape[1], k.shape[2]
     q = torch.cat([q * scale, torch.ones_like(q[..., :1])], dim=-1)
     k = torch.cat([k, key_bias.transpose(-1, -2).expand(-1, heads, keys, 1)], dim=-1)
-    v = torch.cat([v, torch.zeros_like(v[..., :1])], dim=-1)
+    if extend_values:
+        v = torch.cat([v, torch.zeros_like(v[..., :1])], dim=-1)
     return q, k, v, 1.0
 
 
