@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 import torch
 from torch.export import ExportedProgram
@@ -18,6 +19,9 @@ from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.stages.common import FIXED_OPERATORS, PairRotation
 from edgetam_export.stages.program import example_inputs, export_program
 from edgetam_export.stages.spec import StageSpec
+
+if TYPE_CHECKING:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
 
 @dataclass(frozen=True)
@@ -88,22 +92,24 @@ def _constants_in_their_modules(module: torch.fx.GraphModule) -> torch.fx.GraphM
 
     XNNPACK's quantizer scopes a convolution pattern by a module name only if every node of the pattern, its
     weight included, lies in that module, and torch.export records no module for constants: a `[quantization_modules]`
-    scope would quantize no convolution at all. A constant shared by several modules keeps no stack (not scoped).
+    scope would quantize no convolution at all. A constant shared by several modules keeps no stack (not scoped);
+    one module called several times is one module (its later calls differ only in the stack's keys).
     """
     for node in module.graph.nodes:
         if node.op != "get_attr" or node.meta.get("nn_module_stack"):
             continue
-        stacks = [user.meta.get("nn_module_stack") for user in node.users]
-        if stacks and stacks[0] and all(stack == stacks[0] for stack in stacks):
+        stacks = [user.meta.get("nn_module_stack") or {} for user in node.users]
+        if stacks and stacks[0] and all(list(stack.values()) == list(stacks[0].values()) for stack in stacks):
             node.meta["nn_module_stack"] = dict(stacks[0])
     return module
 
 
-def _scoped_quantizer(chosen: set[str] | None):
-    """XNNPACK's quantizer, holding every annotation to the quantized scope: its concatenation annotator ignores
-    module filters, and module-name configurations are applied before module-type exclusions, so without this a
-    scoped stage would quantize concatenations anywhere and fixed operators (`FIXED_OPERATORS`) inside a scope.
-    `chosen`: the module names to quantize (None: the whole stage)."""
+def _scoped_quantizer(chosen: set[str] | None) -> XNNPACKQuantizer:
+    """XNNPACK's quantizer, with the operators it annotates held to the quantized scope: its concatenation annotator
+    ignores module filters, and module-name configurations are applied before module-type exclusions, so without
+    this a scoped stage would quantize concatenations anywhere and fixed operators (`FIXED_OPERATORS`) inside a
+    scope. Shape-only operators (reshape, permute, slice) after a quantized output still share its int8, as XNNPACK
+    propagates them everywhere. `chosen`: the module names to quantize (None: the whole stage)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import propagate_annotation
     from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
@@ -112,7 +118,7 @@ def _scoped_quantizer(chosen: set[str] | None):
 
     def in_scope(node: torch.fx.Node) -> bool:
         stack = (node.meta.get("nn_module_stack") or {}).values()
-        if any(kind in FIXED_OPERATORS or str(kind).endswith(fixed) for _, kind in stack):
+        if any(str(kind).endswith(fixed) for _, kind in stack):  # torch.export records type names as strings
             return False
         return chosen is None or bool(chosen & _module_path(node))
 

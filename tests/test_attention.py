@@ -60,6 +60,18 @@ def test_fused_kernel_equals_matmul_with_a_per_object_key_bias(backend, queries,
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("heads", [1, 3])
+def test_matmul_attention_is_the_textbook_attention(heads):
+    """The matmul form scales the queries and folds the key bias into its first matmul: still
+    softmax(scale q k^T + bias) v, with one head (3D bmm) or several (4D matmul)."""
+    q, k, v = (_heads(2, heads, length, 8, seed) for seed, length in enumerate((7, 9, 9)))
+    bias = torch.where(torch.rand(2, 1, 1, 9, generator=torch.Generator().manual_seed(3)) > 0.3, 0.0, MASKED_LOGIT_BIAS)
+    bias[..., 0] = 0.0
+    for key_bias in (None, bias):
+        logits = 0.3 * q @ k.transpose(-1, -2) + (0.0 if key_bias is None else key_bias)
+        torch.testing.assert_close(matmul_attention(q, k, v, 0.3, key_bias), torch.softmax(logits, dim=-1) @ v)
+
+
 def test_folding_the_key_bias_keeps_the_logits():
     q, k, v = (_heads(2, 3, length, 4, seed) for seed, length in enumerate((5, 6, 6)))
     bias = torch.randn(2, 1, 1, 6)

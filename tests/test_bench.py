@@ -161,7 +161,8 @@ def test_every_stage_target_takes_the_fastest_fp32_bundle_against_eager(results)
         changed = _with(changed, "prompt_decoder", "onnx-fp32", p50_ms=onnx)
         return next(line for line in _targets(changed) if line.startswith("- prompt_decoder:"))
 
-    assert decoder_at(64.0, 50.0).startswith("- prompt_decoder: fastest fp32 bundle (onnx-fp32) 50.0 ms vs eager 60.0 ms")
+    assert decoder_at(64.0, 50.0).startswith(
+        "- prompt_decoder: fastest fp32 bundle (onnx-fp32) 50.0 ms vs eager 60.0 ms")
     assert decoder_at(64.0, 50.0).endswith("executorch-xnnpack-fp32 64.0 ms: **met**")
     assert decoder_at(40.0, 50.0).startswith("- prompt_decoder: fastest fp32 bundle (executorch-xnnpack-fp32) 40.0 ms")
     assert decoder_at(61.0, 70.0).endswith("**missed**")

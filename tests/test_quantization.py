@@ -483,7 +483,8 @@ def test_static_int8_memory_encoder_in_the_xnnpack_form_lowers_to_xnnpack(tiny_r
 
     # Scoped to the fuser, an ancestor of two norms: exactly its own convolutions take int8 weights; its norms, the
     # convolutions elsewhere and every concatenation (XNNPACK's annotator for them ignores scopes) stay float.
-    scoped = quantize_pt2e(program, spec, StageQuantization("int8-static", calibration, ("memory_encoder.memory_fuser",)))
+    fuser = StageQuantization("int8-static", calibration, ("memory_encoder.memory_fuser",))
+    scoped = quantize_pt2e(program, spec, fuser)
 
     def owner(node: torch.fx.Node) -> str:
         return max((path for path, _ in node.meta["nn_module_stack"].values()), key=len)
