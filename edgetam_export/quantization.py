@@ -78,8 +78,6 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
         # every annotator over the graph (all names of a full-size image encoder: minutes).
         for name in sorted(n for n in chosen if not any(n.startswith(other + ".") for other in chosen)):
             quantizer.set_module_name(name, config)
-    for fixed in FIXED_OPERATORS:  # RoPE's exact +-1 swap, the mask upsampling, the averaging norms: float
-        quantizer.set_module_type(fixed, None)
     observed = prepare_pt2e(module, quantizer)
     with torch.no_grad():
         for args in calls:
@@ -114,6 +112,7 @@ def _scoped_quantizer(chosen: set[str] | None) -> XNNPACKQuantizer:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import propagate_annotation
     from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
+    # RoPE's exact +-1 swap, the mask upsampling, the averaging norms: float, whatever the scope.
     fixed = tuple(f"{kind.__module__}.{kind.__qualname__}" for kind in FIXED_OPERATORS)
 
     def in_scope(node: torch.fx.Node) -> bool:
