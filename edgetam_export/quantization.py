@@ -52,7 +52,8 @@ class StageQuantization:
 
 def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: StageQuantization) -> ExportedProgram:
     """PT2E int8 with XNNPACK's quantizer: per-channel symmetric weights; activations static (ranges
-    observed on the calibration inputs) or dynamic (linear layers only, ranges taken per call).
+    observed on the calibration inputs) or dynamic (linear layers and non-depthwise convolutions, whose inputs are
+    quantized per call, outputs fp32; XNNPACK has no dynamic depthwise kernel, so those stay float).
 
     The image encoder arrives re-parameterized (BatchNorm folded, RepVGG branches merged: one convolution
     per layer to quantize, see `stages.image_encoder`). Ops XNNPACK has no int8 kernel for (batched

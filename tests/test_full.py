@@ -4,8 +4,8 @@ Each family exports its int8 recipe: the quantized stages are held to the recipe
 documentation examples) and the stages kept in float to the float recipe's PSNR floor, so one export per family
 proves both precisions at full size. A quantized stage whose int8 form fails a whole-use gate is lowered again in
 float, as the product does, and then held to the float floor; at least one stage must keep its int8 scheme. (On
-the seed-0 weights whose every tensor is drawn independently, the int8 image encoder misses the single-click
-documentation example by a hair, mask IoU 0.946 < 0.95, on ONNX Runtime and XNNPACK, and falls back.) The tracking gate runs on the tiny int8 bundle in
+the seed-0 weights whose every tensor is drawn independently, ONNX Runtime's static int8 image encoder misses the
+single-click documentation example by a hair, mask IoU 0.946 < 0.95, and falls back.) The tracking gate runs on the tiny int8 bundle in
 test_quantization and over all 200 frames in the benchmark exports (`benchmarks/run.py`).
 """
 
@@ -25,7 +25,7 @@ from tests.test_kit_cli import segment_like_python
 
 pytestmark = pytest.mark.full
 
-#: recipe -> (its float recipe, the stages quantized here). ExecuTorch quantizes its image encoder (static int8, the
+#: recipe -> (its float recipe, the stages quantized here). ExecuTorch quantizes its image encoder (dynamic int8, the
 #: stage int8 speeds up most) and its decoder (int8 weights: the examples gate judges it beside the int8 encoder);
 #: its memory encoder and memory attention would cost CI another ~2 minutes of lowering (both passed at full size in
 #: the benchmark export, and the toy in test_quantization lowers both schemes). ONNX and Core ML quantize every

@@ -15,6 +15,8 @@ from tests.conftest import REPO
 @pytest.mark.parametrize("recipe, where, attention_op", [
     ("executorch-xnnpack-fp32", {"XNNPACK"}, "Batch Matrix Multiply (NC, F32) GEMM"),
     ("onnx-fp32", {"onnxruntime"}, "MultiHeadAttention"),
+    # The recipe's quantization is profiled too: the projections run as dynamically quantized int8 GEMMs.
+    ("executorch-xnnpack-int8", {"XNNPACK"}, "Fully Connected (NC, QDU8, F32, QC8W) GEMM"),
 ])
 def test_a_profile_accounts_for_the_stage_call(tiny_reference, tiny_cases, recipe, where, attention_op):
     profile = profile_stage(tiny_reference, load_recipe(recipe).with_shapes(max_objects=4), "memory_attention",

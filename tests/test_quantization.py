@@ -499,3 +499,47 @@ def test_static_int8_memory_encoder_in_the_xnnpack_form_lowers_to_xnnpack(tiny_r
     assert len(int8) == 10  # 2 x (3 banded depthwise parts + 2 pointwise)
     assert not any(dequantized(arg) for node in scoped.graph.nodes if node.target == torch.ops.aten.cat.default
                    for arg in node.all_input_nodes)
+
+
+def test_dynamic_int8_image_encoder_quantizes_its_dense_convolutions_in_one_xnnpack_graph(tiny_reference, tiny_shapes,
+                                                                                          tiny_cases, tmp_path):
+    """int8-dynamic on the image encoder: every non-depthwise convolution takes int8 weights and an input quantized
+    per call, the depthwise ones (no dynamic XNNPACK kernel) stay float, and the stage lowers into as many XNNPACK
+    graphs as in fp32 (split between two partitioners, each boundary converted layouts: 198 transposes instead of 22
+    at full size)."""
+    from edgetam_export.quantization import quantize_pt2e
+    from edgetam_export.runtime.runners.executorch import ExecuTorchRunner
+    from edgetam_export.stages.registry import STAGES
+
+    recipe = load_recipe("executorch-xnnpack-int8")
+    assert recipe.quantization["image_encoder"] == "int8-dynamic"
+    backend = get_backend("executorch")
+    stage = STAGES["image_encoder"]
+    spec = stage.spec(tiny_shapes)
+    program = export_program(stage.build(tiny_reference.video_model, tiny_shapes, backend.stage_form(recipe)), spec)
+    quantization = StageQuantization("int8-dynamic", [])
+    quantized = quantize_pt2e(program, spec, quantization)
+    convs = [node for node in quantized.graph.nodes if node.target == torch.ops.aten.conv2d.default]
+
+    def int8_weight(node: torch.fx.Node) -> bool:
+        return "dequantize" in str(node.args[1].target)
+
+    depthwise = [node for node in convs if (node.args[6] if len(node.args) > 6 else 1) > 1]
+    # XNNPACK's quantizer has no dynamic convolution + ReLU pattern: squeeze-excitation's reducing 1x1 convolution
+    # (on one pixel) stays float.
+    with_relu = [node for node in convs if any("relu" in str(user.target) for user in node.users)]
+    dense = [node for node in convs if node not in depthwise and node not in with_relu]
+    assert depthwise and dense and all("se.fc1" in str(node.meta["nn_module_stack"]) for node in with_relu)
+    assert all(int8_weight(node) and "dequantize" in str(node.args[0].target) for node in dense)
+    assert not any(int8_weight(node) for node in depthwise)
+    facts = backend.lower(program, spec, recipe, tmp_path / "image_encoder.pte", quantization)
+    float_facts = backend.lower(program, spec, recipe, tmp_path / "float.pte")
+    assert facts["quantization"] == "int8-dynamic"
+    assert facts["delegated_partitions"] == float_facts["delegated_partitions"]  # around the same portable upsampling
+    assert heavy_operators_on_portable_kernels(facts) == []
+    case = next(case for case in tiny_cases if case.stage == "image_encoder")
+    expected = program.module()(*(case.inputs[name] for name in spec.input_names))
+    got = ExecuTorchRunner(tmp_path / "image_encoder.pte", spec).run({k: v.numpy() for k, v in case.inputs.items()})
+    for output, value in zip(spec.output_names, expected):
+        assert compare_output("image_encoder", "random", output, value.detach().numpy(), got[output],
+                              recipe.parity).passed, output

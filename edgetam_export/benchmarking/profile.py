@@ -22,6 +22,7 @@ import torch
 from edgetam_export.backends import get_backend
 from edgetam_export.benchmarking.bench import inputs_for_objects, largest_cases
 from edgetam_export.export import export_program
+from edgetam_export.quantization import StageQuantization
 from edgetam_export.recipes import Recipe
 from edgetam_export.reference import Reference
 from edgetam_export.stages.registry import get_stage, stage_shapes
@@ -72,7 +73,7 @@ class StageProfile:
 
 def profile_stage(reference: Reference, recipe: Recipe, stage: str, cases: list[StageCase], *, objects: int = 1,
                   runs: int = 3, threads: int = 2) -> StageProfile:
-    """Lower `stage` under `recipe`, run it once to warm up and `runs` times profiled on the largest of `cases`
+    """Lower `stage` under `recipe` (its quantization included), run it once to warm up and `runs` times profiled on the largest of `cases`
     (`build_cases` of the recipe's stage shapes: the reference's sample inputs, built once for many profiles)."""
     backend = get_backend(recipe.backend)
     model = reference.video_model
@@ -82,9 +83,13 @@ def profile_stage(reference: Reference, recipe: Recipe, stage: str, cases: list[
     case = largest_cases([c for c in cases if c.stage == stage])[stage]
     inputs = {name: value.numpy() for name, value in inputs_for_objects(case.inputs, spec, objects).items()}
     program = export_program(definition.build(model, shapes, backend.stage_form(recipe)), spec)
+    scheme = recipe.quantization.get(stage)
+    # Static ranges from the cases' own inputs: a profile measures time, not the quality the gates hold.
+    quantization = StageQuantization(scheme, [c.inputs for c in cases if c.stage == stage],
+                                     tuple(recipe.quantization_modules.get(stage, ()))) if scheme else None
     with tempfile.TemporaryDirectory(prefix="edgetam-profile-") as folder:
         artifact = Path(folder) / f"{stage}{backend.suffix}"
-        backend.lower(program, spec, recipe, artifact)
+        backend.lower(program, spec, recipe, artifact, quantization)
         ordered = [inputs[name] for name in spec.input_names]
         if recipe.backend == "onnx":
             total, operators = _onnx_profile(artifact, dict(zip(spec.input_names, ordered)), runs, threads, folder)
