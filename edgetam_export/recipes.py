@@ -70,8 +70,8 @@ MAX_GATE_FRAMES = 200
 #: Reduced-precision schemes a recipe can ask for, per stage (`[quantization]`); each backend takes some.
 QUANTIZATION_SCHEMES = {
     "int8-static": "int8 weights (per channel) and int8 activations calibrated on sample pictures",
-    "int8-dynamic": "int8 weights (per channel) of linear layers and convolutions (not depthwise), activations "
-                    "quantized per call",
+    "int8-dynamic": "int8 weights (per channel), activations quantized per call: linear layers (MatMul/Gemm in ONNX); "
+                    "on ExecuTorch also convolutions that are neither depthwise nor followed by a ReLU",
     "int8-weights": "int8 weights (per channel), dequantized to the compute precision",
     "palettized-6bit": "6-bit lookup tables per group of 16 output channels, fp16 compute",
 }

@@ -85,7 +85,7 @@ def test_wrong_quantization_is_refused_before_any_work(tiny_reference, tmp_path)
     coreml = dataclasses.replace(load_recipe("coreml-int8"), quantization={"image_encoder": "int8-static"})
     with pytest.raises(EdgeTamExportError, match="coreml backend cannot apply 'int8-static' to image_encoder"):
         export_bundle(tiny_reference, coreml, tmp_path / "b")
-    # XNNPACK's form writes the memory encoder's pointwise layers as convolutions, which only static int8 takes.
+    # XNNPACK's form of the memory encoder takes static int8 only, the scheme its gates were measured with.
     xnnpack = dataclasses.replace(load_recipe("executorch-xnnpack-int8"), quantization={"memory_encoder": "int8-dynamic"})
     with pytest.raises(EdgeTamExportError, match="cannot apply 'int8-dynamic' to memory_encoder; it supports int8-static$"):
         export_bundle(tiny_reference, xnnpack, tmp_path / "c")
@@ -228,7 +228,8 @@ TOY_SPEC = StageSpec("toy", "conv + linear", (TensorSpec("x", (OBJECTS, 32, 16, 
 @pytest.mark.parametrize("scheme", ["int8-static", "int8-dynamic"])
 def test_executorch_int8_is_lowered_to_xnnpack_int8_kernels(scheme, tmp_path):
     """PT2E with XNNPACK's quantizer through the backend's `lower`: static (ranges from calibration inputs,
-    convolution and linear) and dynamic (linear layers, no calibration needed); a program smaller than fp32,
+    convolution and linear) and dynamic (no calibration needed; the toy's convolution feeds a ReLU, which has no
+    dynamic pattern, so only its linear layer); a program smaller than fp32,
     every convolution and matmul delegated, outputs within the cosine gate of the float module."""
     from edgetam_export.runtime.runners.executorch import ExecuTorchRunner
 
@@ -241,7 +242,7 @@ def test_executorch_int8_is_lowered_to_xnnpack_int8_kernels(scheme, tmp_path):
     facts = backend.lower(program, TOY_SPEC, recipe, tmp_path / "int8.pte", StageQuantization(scheme, calibration))
     assert facts["quantization"] == scheme
     assert heavy_operators_on_portable_kernels(facts) == []
-    # Static: every weight in int8; dynamic: the linear layer's only.
+    # Static: every weight in int8; dynamic: the linear layer's only (its convolution + ReLU has no dynamic pattern).
     limit = 0.5 if scheme == "int8-static" else 0.9
     assert (tmp_path / "int8.pte").stat().st_size < limit * (tmp_path / "fp32.pte").stat().st_size
     x = torch.randn(3, 32, 16, 16)

@@ -117,11 +117,10 @@ class ExecuTorchBackend(Backend):
                 XnnpackPartitioner,
             )
 
-            if quantization is not None and quantization.scheme == "int8-dynamic" and not _has_convolutions(program):
+            if quantization is not None and quantization.scheme == "int8-dynamic" and not _quantizes_convolutions(program):
                 # Memory attention: the dynamically quantized linears first (one partitioner finds dependency cycles).
-                # A convolutional stage stays with one partitioner: split, each boundary between its int8 convolutions
-                # and its float depthwise ones converts layouts (full-size image encoder 215 -> 102 ms, 198 -> 22
-                # transposes).
+                # Int8 convolutions stay with one partitioner: split, each boundary between them and the float depthwise
+                # ones converts layouts (full-size image encoder 215 -> 102 ms, 198 -> 22 transposes).
                 partitioners.append(XnnpackDynamicallyQuantizedPartitioner())
             partitioners.append(XnnpackPartitioner())
         elif recipe.delegate == "coreml":
@@ -225,9 +224,12 @@ def _openvino_partitioner(recipe: Recipe):
     return WholeStageOpenvinoPartitioner([CompileSpec("device", b"CPU")])
 
 
-def _has_convolutions(program: ExportedProgram) -> bool:
-    return any(node.target in (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
-               for node in program.graph.nodes)
+def _quantizes_convolutions(program: ExportedProgram) -> bool:
+    """Whether some convolution of a PT2E program takes an int8 weight (a dequantized one): a stage may hold float
+    convolutions beside quantized linears (the decoder's mask upscaling under a scope), which do not count."""
+    convolutions = ("conv2d", "convolution", "conv_transpose2d")
+    return any(node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] in convolutions
+               and "dequantize" in str(getattr(node.args[1], "target", "")) for node in program.graph.nodes)
 
 
 def count_delegation(graph_module: torch.fx.GraphModule) -> tuple[int, dict[str, int]]:

@@ -73,8 +73,11 @@ class StageProfile:
 
 def profile_stage(reference: Reference, recipe: Recipe, stage: str, cases: list[StageCase], *, objects: int = 1,
                   runs: int = 3, threads: int = 2) -> StageProfile:
-    """Lower `stage` under `recipe` (its quantization included), run it once to warm up and `runs` times profiled on the largest of `cases`
-    (`build_cases` of the recipe's stage shapes: the reference's sample inputs, built once for many profiles)."""
+    """Lower `stage` under `recipe` (quantized as the recipe asks, even where `export` would fall back to float after a
+    failed gate), run it once to warm up and `runs` times profiled on the largest of `cases` (`build_cases` of the
+    recipe's stage shapes: the reference's sample inputs, built once for many profiles)."""
+    if recipe.backend not in ("onnx", "executorch"):
+        raise ValueError(f"no profiler for the {recipe.backend} backend here (Core ML profiles on macOS)")
     backend = get_backend(recipe.backend)
     model = reference.video_model
     shapes = stage_shapes(model, recipe.shapes)
@@ -85,18 +88,17 @@ def profile_stage(reference: Reference, recipe: Recipe, stage: str, cases: list[
     program = export_program(definition.build(model, shapes, backend.stage_form(recipe)), spec)
     scheme = recipe.quantization.get(stage)
     # Static ranges from the cases' own inputs: a profile measures time, not the quality the gates hold.
-    quantization = StageQuantization(scheme, [c.inputs for c in cases if c.stage == stage],
-                                     tuple(recipe.quantization_modules.get(stage, ()))) if scheme else None
+    calibration = [c.inputs for c in cases if c.stage == stage] if scheme == "int8-static" else []
+    quantization = StageQuantization(scheme, calibration, tuple(recipe.quantization_modules.get(stage, ()))) \
+        if scheme else None
     with tempfile.TemporaryDirectory(prefix="edgetam-profile-") as folder:
         artifact = Path(folder) / f"{stage}{backend.suffix}"
         backend.lower(program, spec, recipe, artifact, quantization)
         ordered = [inputs[name] for name in spec.input_names]
         if recipe.backend == "onnx":
             total, operators = _onnx_profile(artifact, dict(zip(spec.input_names, ordered)), runs, threads, folder)
-        elif recipe.backend == "executorch":
-            total, operators = _etdump_profile(artifact, ordered, runs, threads, folder)
         else:
-            raise ValueError(f"no profiler for the {recipe.backend} backend here (Core ML profiles on macOS)")
+            total, operators = _etdump_profile(artifact, ordered, runs, threads, folder)
     return StageProfile(stage, recipe.name, recipe.attention, objects, threads, total, operators)
 
 
