@@ -86,6 +86,21 @@ def quantize_pt2e(program: ExportedProgram, spec: StageSpec, quantization: Stage
     return export_program(convert_pt2e(observed), spec)
 
 
+#: The convolutions of an exported program (their weight is argument 1).
+CONVOLUTIONS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default, torch.ops.aten.conv_transpose2d.input)
+
+
+def is_dequantized(node: object) -> bool:
+    """Whether a value of a PT2E program comes out of a dequantize: an int8 weight, or an input quantized before."""
+    return isinstance(node, torch.fx.Node) and "dequantize" in str(node.target)
+
+
+def int8_convolutions(graph: torch.fx.Graph) -> list[torch.fx.Node]:
+    """The convolutions of a PT2E program that take an int8 weight (float ones beside them, such as the decoder's
+    mask upscaling under a scope, are left out)."""
+    return [node for node in graph.nodes if node.target in CONVOLUTIONS and is_dequantized(node.args[1])]
+
+
 def _constants_in_their_modules(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Give each constant (`get_attr`: a weight, a bias) the module stack of the nodes using it.
 

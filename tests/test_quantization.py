@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from edgetam_export.backends import get_backend
-from edgetam_export.quantization import StageQuantization
+from edgetam_export.quantization import StageQuantization, int8_convolutions, is_dequantized
 from edgetam_export.backends.coreml import compress_weights
 from edgetam_export.errors import EdgeTamExportError
 from edgetam_export.export import check_quantization, export_bundle, stage_to_fall_back
@@ -447,7 +447,7 @@ def test_int8_schemes_keep_the_rope_pair_rotation_exact_and_lower_to_xnnpack(tin
     for node in rotations(dynamic.graph, torch.ops.aten.cat.default):
         assert not any("quantize" in str(arg.target) for arg in node.all_input_nodes), node.args
     linears = [node for node in dynamic.graph.nodes if node.target == torch.ops.aten.linear.default]
-    assert linears and all(any("dequantize" in str(arg.target) for arg in node.all_input_nodes) for node in linears)
+    assert linears and all(any(is_dequantized(arg) for arg in node.all_input_nodes) for node in linears)
     cosine = torch.nn.functional.cosine_similarity(dynamic.module()(*inputs)[0].flatten(), expected[0].flatten(), dim=0)
     assert cosine > 0.99
     recipe = load_recipe("executorch-xnnpack-int8")
@@ -475,7 +475,7 @@ def test_static_int8_memory_encoder_in_the_xnnpack_form_lowers_to_xnnpack(tiny_r
     norms = [node for node in quantized.graph.nodes if node.target == torch.ops.aten.conv2d.default
              and "AveragingChannelNorm" in str(node.meta.get("nn_module_stack"))]
     assert len(norms) == 12  # mean and variance of 6 norms, all in float
-    assert not any("dequantize" in str(arg.target) for node in norms for arg in node.all_input_nodes[1:])
+    assert not any(is_dequantized(arg) for node in norms for arg in node.all_input_nodes[1:])
     inputs = tuple(calibration[0][name] for name in spec.input_names)
     expected, got = program.module()(*inputs)[0], quantized.module()(*inputs)[0]
     assert torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0) > 0.99
@@ -490,15 +490,11 @@ def test_static_int8_memory_encoder_in_the_xnnpack_form_lowers_to_xnnpack(tiny_r
     def owner(node: torch.fx.Node) -> str:
         return max((path for path, _ in node.meta["nn_module_stack"].values()), key=len)
 
-    def dequantized(node: torch.fx.Node) -> bool:
-        return "dequantize" in str(node.target)
-
-    convs = [node for node in scoped.graph.nodes if node.target == torch.ops.aten.conv2d.default]
-    int8 = [owner(node) for node in convs if dequantized(node.args[1])]  # an int8 weight
+    int8 = [owner(node) for node in int8_convolutions(scoped.graph)]
     assert sorted(set(int8)) == [f"memory_encoder.memory_fuser.layers.{i}.{conv}" for i in range(2)
                                  for conv in ("depthwise_conv", "pointwise_conv1", "pointwise_conv2")]
     assert len(int8) == 10  # 2 x (3 banded depthwise parts + 2 pointwise)
-    assert not any(dequantized(arg) for node in scoped.graph.nodes if node.target == torch.ops.aten.cat.default
+    assert not any(is_dequantized(arg) for node in scoped.graph.nodes if node.target == torch.ops.aten.cat.default
                    for arg in node.all_input_nodes)
 
 
@@ -522,17 +518,15 @@ def test_dynamic_int8_image_encoder_quantizes_its_dense_convolutions_in_one_xnnp
     quantized = quantize_pt2e(program, spec, quantization)
     convs = [node for node in quantized.graph.nodes if node.target == torch.ops.aten.conv2d.default]
 
-    def int8_weight(node: torch.fx.Node) -> bool:
-        return "dequantize" in str(node.args[1].target)
-
     depthwise = [node for node in convs if (node.args[6] if len(node.args) > 6 else 1) > 1]
     # XNNPACK's quantizer has no dynamic convolution + ReLU pattern: squeeze-excitation's reducing 1x1 convolution
     # (on one pixel) stays float.
     with_relu = [node for node in convs if any("relu" in str(user.target) for user in node.users)]
     dense = [node for node in convs if node not in depthwise and node not in with_relu]
     assert depthwise and dense and all("se.fc1" in str(node.meta["nn_module_stack"]) for node in with_relu)
-    assert all(int8_weight(node) and "dequantize" in str(node.args[0].target) for node in dense)
-    assert not any(int8_weight(node) for node in depthwise)
+    int8 = int8_convolutions(quantized.graph)
+    assert all(node in int8 and is_dequantized(node.args[0]) for node in dense)
+    assert not any(node in int8 for node in depthwise)
     facts = backend.lower(program, spec, recipe, tmp_path / "image_encoder.pte", quantization)
     float_facts = backend.lower(program, spec, recipe, tmp_path / "float.pte")
     assert facts["quantization"] == "int8-dynamic"

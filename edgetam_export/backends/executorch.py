@@ -23,7 +23,7 @@ import torch
 from edgetam_export.backends.base import Backend
 from edgetam_export.backends.coreml import coreml_target, fused_attention_for
 from edgetam_export.errors import EdgeTamExportError
-from edgetam_export.quantization import StageQuantization, int8_weight_only, quantize_pt2e
+from edgetam_export.quantization import StageQuantization, int8_convolutions, int8_weight_only, quantize_pt2e
 from edgetam_export.runtime.runners.executorch import load_llm_custom_ops
 from edgetam_export.stages.common import AttentionKernel, StageForm, fold_key_bias
 from edgetam_export.stages.spec import StageSpec
@@ -117,7 +117,7 @@ class ExecuTorchBackend(Backend):
                 XnnpackPartitioner,
             )
 
-            if quantization is not None and quantization.scheme == "int8-dynamic" and not _quantizes_convolutions(program):
+            if quantization is not None and quantization.scheme == "int8-dynamic" and not int8_convolutions(program.graph):
                 # Memory attention: the dynamically quantized linears first (one partitioner finds dependency cycles).
                 # Int8 convolutions stay with one partitioner: split, each boundary between them and the float depthwise
                 # ones converts layouts (full-size image encoder 215 -> 102 ms, 198 -> 22 transposes).
@@ -222,14 +222,6 @@ def _openvino_partitioner(recipe: Recipe):
             )
 
     return WholeStageOpenvinoPartitioner([CompileSpec("device", b"CPU")])
-
-
-def _quantizes_convolutions(program: ExportedProgram) -> bool:
-    """Whether some convolution of a PT2E program takes an int8 weight (a dequantized one): a stage may hold float
-    convolutions beside quantized linears (the decoder's mask upscaling under a scope), which do not count."""
-    convolutions = ("conv2d", "convolution", "conv_transpose2d")
-    return any(node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] in convolutions
-               and "dequantize" in str(getattr(node.args[1], "target", "")) for node in program.graph.nodes)
 
 
 def count_delegation(graph_module: torch.fx.GraphModule) -> tuple[int, dict[str, int]]:
